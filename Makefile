@@ -1,0 +1,67 @@
+# musicrec — the two commands: `make run` and `make test` (each installs first).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# pip's find-links/extra-index warnings on these machines are noise, not errors.
+QUIET_PIP := sed -u '/is ignored: it is neither a file nor a directory/d'
+
+.PHONY: help install run test services stop status airflow bench lint lock clean
+
+help:
+	@echo "make run       install, start the embedded engines, generate the sample, run the pipeline, print a summary"
+	@echo "make test      install, then run the test suite (what CI runs)"
+	@echo "make airflow   the Airflow UI (standalone) on http://127.0.0.1:8080 over the same data"
+	@echo "make services  start SecantusDB (127.0.0.1:27117) and milvus-lite (127.0.0.1:19530)"
+	@echo "make stop      stop everything the project started (by pid file)"
+	@echo "make bench     run the benchmarks under bench/"
+	@echo "make lint      ruff"
+	@echo "make lock      recompile requirements*.txt from requirements*.in (uv)"
+	@echo "make clean     stop and delete data/ (the embedded stores and the lake)"
+
+# Re-install only when a lock or the project metadata changed.
+$(STAMP): requirements.txt requirements-local.txt pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@echo "installing the locked requirements into $(VENV) (a few minutes the first time) ..."
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-local.txt 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	PYTHONUNBUFFERED=1 $(BIN)/python -m musicrec.local run
+
+test: install
+	PYTHONUNBUFFERED=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+services: install
+	$(BIN)/python -m musicrec.local services
+
+status: install
+	$(BIN)/python -m musicrec.local status
+
+stop:
+	@if test -x $(BIN)/python; then $(BIN)/python -m musicrec.local stop; else echo "nothing to stop"; fi
+
+airflow: install
+	$(BIN)/python -m musicrec.local airflow
+
+bench: install
+	$(BIN)/python bench/lake_import.py
+
+lint: install
+	$(BIN)/ruff check .
+
+lock:
+	$(PY) -m pip install -q uv 2>&1 | $(QUIET_PIP)
+	$(PY) -m uv pip compile requirements.in -o requirements.txt --python-version 3.11 --find-links /opt/wheels --no-header
+	sed -i 's/^torch==\(.*\)+cpu$$/torch==\1/' requirements.txt
+	$(PY) -m uv pip compile requirements-local.in -o requirements-local.txt --python-version 3.11 --find-links /opt/wheels --no-header
+
+clean: stop
+	rm -rf data logs airflow.db

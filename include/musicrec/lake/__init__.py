@@ -1,0 +1,1 @@
+"""The Parquet lake: paths, atomic writes, import/clean/partition of listening logs."""

@@ -1,0 +1,1 @@
+"""Tooling for the embedded default (``make services``/``run``/``stop``): engines, env file, run summary."""

@@ -1,0 +1,1 @@
+"""Airflow-facing adapters of musicrec: hooks own connections, operators/tasks delegate to the library."""

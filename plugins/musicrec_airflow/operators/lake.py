@@ -1,0 +1,69 @@
+"""Thin operators of the lake import: they resolve connections/params and call the library."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Variable
+
+from musicrec.ids import slug
+from musicrec.lake import download, importer
+from musicrec_airflow.hooks.mongo import mongo_database
+from musicrec_airflow.lake import lake_root, source_path
+
+SOURCE_URL_VARIABLE = "musicrec_listens_source_url"
+
+
+class DownloadDatasetOperator(BaseOperator):
+    """Download ``source_url`` (http(s)/file/s3) into ``raw/<dataset>/``; resumable, checksummed."""
+
+    template_fields: Sequence[str] = ("source_url", "sha256", "dataset")
+
+    def __init__(self, *, source_url: str = "", sha256: str = "", dataset: str = "lastfm-1k", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.source_url = source_url
+        self.sha256 = sha256
+        self.dataset = dataset
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        url = (self.source_url or "").strip() or Variable.get(SOURCE_URL_VARIABLE, default="")
+        if not url:
+            raise ValueError("no source_url given: pass it in the run conf or set the Airflow Variable "
+                             f"{SOURCE_URL_VARIABLE}")
+        dataset = slug(self.dataset)
+        raw_dir = lake_root() / "raw" / dataset
+        result = download.download(url, raw_dir, sha256=(self.sha256 or "").strip() or None,
+                                   open_source=source_path)
+        out = result.manifest() | {"dataset": dataset, "skipped": result.skipped}
+        self.log.info("download: %s", out)
+        return out
+
+
+class CleanListensOperator(BaseOperator):
+    """Clean ``raw/<dataset>/`` into staged rows + quarantine (``musicrec.lake.importer.clean_raw``)."""
+
+    template_fields: Sequence[str] = ("dataset",)
+
+    def __init__(self, *, dataset: str = "lastfm-1k", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.dataset = dataset
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        result = importer.clean_raw(lake_root(), slug(self.dataset))
+        return {k: v for k, v in result.items() if k != "parts"} | {"parts": len(result["parts"])}
+
+
+class PartitionListensOperator(BaseOperator):
+    """Write ``listens/date=D/import-<dataset>.parquet`` and ``profiles/users.parquet``; registry."""
+
+    template_fields: Sequence[str] = ("dataset",)
+
+    def __init__(self, *, dataset: str = "lastfm-1k", mongo_conn_id: str = "mongo_default", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.mongo_conn_id = mongo_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        db = mongo_database(self.mongo_conn_id)
+        return importer.partition_clean(lake_root(), slug(self.dataset), db, run_id=context["run_id"])
