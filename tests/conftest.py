@@ -152,7 +152,8 @@ def tiny_sample(tmp_root: Path):
     return generate(preset="tiny", out_dir=tmp_root / "sample-tiny", seed=7)
 
 
-def airflow_dags_test(dag_id: str, conf: dict, env: dict[str, str], timeout_s: int = 600) -> str:
+def airflow_dags_test(dag_id: str, conf: dict, env: dict[str, str], timeout_s: int = 600,
+                      logical_date: str | None = None) -> str:
     """Run ``airflow dags test`` in a subprocess (the real CLI path) and return its output.
 
     Fails the calling test unless the run finished in state ``success``.
@@ -160,7 +161,8 @@ def airflow_dags_test(dag_id: str, conf: dict, env: dict[str, str], timeout_s: i
     import json
 
     full_env = dict(os.environ) | env
-    proc = subprocess.run([_bin("airflow"), "dags", "test", dag_id, "-c", json.dumps(conf)],
+    cmd = [_bin("airflow"), "dags", "test", dag_id, *([logical_date] if logical_date else []), "-c", json.dumps(conf)]
+    proc = subprocess.run(cmd,
                           capture_output=True, text=True, env=full_env, timeout=timeout_s)
     out = proc.stdout + proc.stderr
     if proc.returncode != 0 or "state=success" not in out:

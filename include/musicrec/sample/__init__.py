@@ -29,7 +29,7 @@ from musicrec.sample import lrclib_dump as _lrclib
 from musicrec.sample.presets import PRESETS, Preset, resolve
 from musicrec.sample.taste import build_catalog, build_users, user_taste
 
-__all__ = ["PRESETS", "Preset", "SampleResult", "generate", "ARCHIVE", "DUMP", "MANIFEST", "TRUTH", "LANDING"]
+__all__ = ["PRESETS", "Preset", "SampleResult", "generate", "simulate", "ARCHIVE", "DUMP", "MANIFEST", "TRUTH", "LANDING"]
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +183,36 @@ def generate(
         truth=truth_path,
         counts=counts,
     )
+
+
+def simulate(
+    days: int,
+    out_dir: Path | str,
+    preset: str = "small",
+    seed: int = 42,
+    *,
+    skip_days: int | None = None,
+    events_per_day: int | None = None,
+    files_per_day: int = 1,
+    n_events: int | None = None,
+) -> _landing.LandingResult:
+    """Simulated app traffic: ``days`` more days of landing files into ``out_dir`` (a ``landing/`` root).
+
+    Same users, catalog and taste model as ``generate(preset, seed)``; the days continue after the
+    preset's own landing days (``skip_days``, default the preset's ``landing_days``), so the result
+    extends a generated sample without rewriting it. Deterministic in (preset, seed, day index).
+    """
+    if days < 1:
+        raise ValueError("days must be >= 1")
+    p = resolve(preset, n_events)
+    skip = p.landing_days if skip_days is None else skip_days
+    from dataclasses import replace
+
+    p = replace(p, landing_days=skip + days)
+    cat = build_catalog(p, seed)
+    users = build_users(p, cat, seed, p.events - p.duplicates)
+    result = _landing.write_landing(Path(out_dir), p, cat, users, seed, skip_days=skip,
+                                    events_per_day=events_per_day, files_per_day=files_per_day)
+    log.info("simulate: %d events on %d days (%s .. %s) -> %s", result.events, len(result.dates),
+             result.dates[0], result.dates[-1], out_dir)
+    return result

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from musicrec.sample import DUMP, PRESETS, generate
+from musicrec.sample import DUMP, PRESETS, generate, simulate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,11 +28,29 @@ def main(argv: list[str] | None = None) -> int:
                      help="write landing files (default: on for tiny/small)")
     gen.add_argument("--no-landing", dest="with_landing", action="store_false")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress logging")
+    sim = sub.add_parser("simulate", help="write --days more days of landing files (simulated app traffic)")
+    sim.add_argument("--days", type=int, required=True)
+    sim.add_argument("--out", type=Path, default=Path("data/lake/landing"),
+                     help="the landing root (default: the embedded lake's data/lake/landing)")
+    sim.add_argument("--preset", default="small", choices=[*PRESETS, "custom"])
+    sim.add_argument("--seed", type=int, default=42)
+    sim.add_argument("--events", type=int, default=None, help="event lines of the preset (custom)")
+    sim.add_argument("--skip-days", type=int, default=None,
+                     help="start after this many landing days (default: the preset's own landing days)")
+    sim.add_argument("--events-per-day", type=int, default=None, help="default: the dump's average rate")
+    sim.add_argument("--files-per-day", type=int, default=1)
+    sim.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     started = time.monotonic()
+    if args.command == "simulate":
+        res = simulate(args.days, args.out, args.preset, args.seed, skip_days=args.skip_days,
+                       events_per_day=args.events_per_day, files_per_day=args.files_per_day, n_events=args.events)
+        print(f"simulated {res.events:,} events on {len(res.dates)} days {res.dates[0]} .. {res.dates[-1]}"
+              f" -> {args.out}  [{time.monotonic() - started:.1f} s]")
+        return 0
     res = generate(preset=args.preset, out_dir=args.out, seed=args.seed, with_lrclib=args.with_lrclib,
                    with_landing=args.with_landing, n_events=args.events)
     c = res.counts

@@ -54,16 +54,25 @@ def landing_dates(p: Preset) -> list[date]:
 
 
 def write_landing(root: Path, p: Preset, cat: Catalog, users: Users, seed: int,
-                  tastes: dict[int, Taste] | None = None) -> LandingResult:
-    """Write ``root/date=D/events-0001.jsonl.gz`` for each landing date; return what was written."""
+                  tastes: dict[int, Taste] | None = None, *, skip_days: int = 0,
+                  events_per_day: int | None = None, files_per_day: int = 1) -> LandingResult:
+    """Write ``root/date=D/events-0001.jsonl.gz`` for each landing date; return what was written.
+
+    ``skip_days`` leaves the first landing days out (``simulate`` continues after them);
+    ``events_per_day`` overrides the dump's average rate; ``files_per_day`` > 1 splits each day
+    round-robin into ``events-0001 … events-000N.jsonl.gz`` (as several app servers would).
+    Day i's events depend only on (seed, i), so a day is the same whichever call writes it.
+    """
     tastes = tastes if tastes is not None else {}
     result = LandingResult()
-    per_day = max(10, round(p.events / p.days))
+    per_day = events_per_day or max(10, round(p.events / p.days))
     # Users still active at the end of the dump keep listening in the app, at their own rate.
     active = np.flatnonzero(users.end_day == p.days - 1)
     weight = users.events[active] / users.events[active].sum()
     t0 = epoch_day(p.start) * 86400
     for i, day in enumerate(landing_dates(p)):
+        if i < skip_days:
+            continue
         rng = np.random.default_rng([seed, S_LANDING, i])
         counts = rng.multinomial(per_day, weight)
         day_off = p.days + i
@@ -85,8 +94,8 @@ def write_landing(root: Path, p: Preset, cat: Catalog, users: Users, seed: int,
             rows.extend(zip(ms.tolist(), [u] * c, tracks[order].tolist(), acts.tolist(), style.tolist(),
                             strict=True))
         rows.sort(key=lambda r: (r[0], r[1]))
-        buf = io.StringIO()
-        for ms_, u, t, act, (s_ts, s_album, s_dur) in rows:
+        bufs = [io.StringIO() for _ in range(max(1, files_per_day))]
+        for n, (ms_, u, t, act, (s_ts, s_album, s_dur)) in enumerate(rows):
             mbid, artist_mbid = cat.mbid(t), cat.artist_mbid_of(t)
             rec: dict[str, object] = {"user_id": users.user_id(u)}
             if mbid:
@@ -101,15 +110,17 @@ def write_landing(root: Path, p: Preset, cat: Catalog, users: Users, seed: int,
                 "action": str(ACTIONS[act]),
                 "source": "app",
             })
-            buf.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            bufs[n % len(bufs)].write(json.dumps(rec, ensure_ascii=False) + "\n")
             result.played.add(t)
         d = day.isoformat()
         folder = root / f"date={d}"
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (FILE_NAME + ".tmp")
-        with open(tmp, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
-            gz.write(buf.getvalue().encode())
-        tmp.replace(folder / FILE_NAME)
+        for k, buf in enumerate(bufs):
+            name = FILE_NAME if k == 0 else f"events-{k + 1:04d}.jsonl.gz"
+            tmp = folder / (name + ".tmp")
+            with open(tmp, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
+                gz.write(buf.getvalue().encode())
+            tmp.replace(folder / name)
         result.dates.append(d)
         result.per_date[d] = len(rows)
         result.events += len(rows)

@@ -1,0 +1,359 @@
+"""``listens_daily``: app events of one day, ``landing/date=D/*.jsonl[.gz]`` → ``listens/date=D/daily.parquet``.
+
+Steps (each idempotent, each retry-safe):
+
+1. :func:`plan_day` lists the day's landing files and groups them into at most ``max_chunks``
+   chunks (the DAG maps one task per chunk, so a heavy day with many files spreads over workers);
+2. :func:`clean_files` cleans the files of one chunk — same normalization and ids as the dump
+   import — into one staged Parquet file and one quarantine file per landing file, under
+   ``work/listens_daily/date=D/``;
+3. :func:`merge_day` unions the staged files, drops duplicate events (``user_id``, ``ts``,
+   ``track_id``; the first line in file order wins), sorts by (``user_id``, ``ts``), atomically
+   replaces its own file ``listens/date=D/daily.parquet`` (the import's file for D is never touched;
+   readers dedupe across files) and ``quarantine/daily/date=D/part-00000.parquet``, and records both
+   in the ``lake_partitions`` registry.
+
+:func:`process_day` runs the three in one process (tests, benchmarks, scripts).
+
+Landing lines are JSON objects (design §4). Quarantine reasons, first that applies:
+``invalid_utf8`` > ``invalid_json`` > ``empty_user`` > ``bad_timestamp`` > ``wrong_date``
+(an event outside day D) > ``empty_track`` > ``bad_action``. Blank lines carry no event and are
+only counted.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pymongo.database import Database
+
+from musicrec import registry
+from musicrec.ids import derived_track_id
+from musicrec.lake import schema, storage
+from musicrec.lake.storage import LakePath
+from musicrec.settings import staging_dir
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "daily"
+DATASET = "landing"
+FILE_NAME = "daily.parquet"
+REASONS = ("invalid_utf8", "invalid_json", "empty_user", "bad_timestamp", "wrong_date", "empty_track",
+           "bad_action")
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".ndjson.gz")
+STAGED_SCHEMA = schema.LISTENS.append(pa.field("file_no", pa.int32(), nullable=False)).append(
+    pa.field("line_no", pa.int64(), nullable=False))
+
+
+def landing_dir(root: LakePath, day: date) -> LakePath:
+    return root / "landing" / f"date={day.isoformat()}"
+
+
+def work_dir(root: LakePath, day: date) -> LakePath:
+    return root / "work" / "listens_daily" / f"date={day.isoformat()}"
+
+
+def _staged_name(file_name: str) -> str:
+    return f"{file_name}.staged.parquet"
+
+
+def _quarantine_name(file_name: str) -> str:
+    return f"{file_name}.quarantine.parquet"
+
+
+# ----------------------------------------------------------------------------- plan
+
+def plan_day(root: LakePath, day: date, max_chunks: int = 8) -> list[list[str]]:
+    """The day's landing file names, sorted and grouped round-robin into <= ``max_chunks`` chunks.
+
+    ``[]`` when the folder is missing or holds no landing file: the "no data" outcome.
+    """
+    folder = landing_dir(root, day)
+    if not folder.exists():
+        log.info("no landing folder %s: no data for %s", folder, day)
+        return []
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
+    if not names:
+        log.info("landing folder %s holds no *.jsonl[.gz] file: no data for %s", folder, day)
+        return []
+    chunks = [names[i::max_chunks] for i in range(min(max_chunks, len(names)))]
+    log.info("%s: %d landing files in %d chunks", day, len(names), len(chunks))
+    return chunks
+
+
+# ----------------------------------------------------------------------------- clean
+
+@dataclass
+class FileStats:
+    file: str
+    lines: int = 0
+    blank: int = 0
+    clean: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "lines": self.lines, "blank": self.blank, "clean": self.clean,
+                "quarantined": dict(self.quarantined)}
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    """ISO-8601 (UTC when no offset) or epoch milliseconds → aware UTC datetime, else None."""
+    try:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, (int, float)):
+            return datetime.fromtimestamp(value / 1000, UTC)
+        if isinstance(value, str) and value.strip():
+            text = value.strip()
+            if text.lstrip("-").isdigit():
+                return datetime.fromtimestamp(int(text) / 1000, UTC)
+            ts = datetime.fromisoformat(text)
+            return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def _text(obj: dict[str, Any], key: str) -> str:
+    """A string field, trimmed like the import's columns; anything else (null, number) is ""."""
+    value = obj.get(key)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _optional_text(obj: dict[str, Any], key: str) -> str | None:
+    value = _text(obj, key)
+    return value or None
+
+
+def _optional_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if value == value and abs(value) != float("inf") else None
+
+
+class _Quarantine:
+    def __init__(self, source_file: str, day: date) -> None:
+        self.source_file, self.day = source_file, day.isoformat()
+        self.cols: dict[str, list[Any]] = {n: [] for n in schema.QUARANTINE.names}
+
+    def add(self, raw: bytes, reason: str, line_no: int) -> None:
+        try:
+            text, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        for name, value in (("line", text), ("encoding", encoding), ("reason", reason),
+                            ("source_file", self.source_file), ("line_no", line_no), ("date", self.day)):
+            self.cols[name].append(value)
+
+    def table(self) -> pa.Table:
+        return pa.table(self.cols, schema=schema.QUARANTINE)
+
+
+def clean_stream(stream: IO[bytes], day: date, *, file_no: int, source_file: str
+                 ) -> tuple[pa.Table, pa.Table, FileStats]:
+    """Clean one landing file's lines: (staged rows, quarantine records, stats)."""
+    stats = FileStats(file=source_file)
+    quarantine = _Quarantine(source_file, day)
+    cols: dict[str, list[Any]] = {n: [] for n in STAGED_SCHEMA.names}
+    ids: dict[tuple[str, str], str] = {}
+    for line_no, raw in enumerate(stream, start=1):
+        stats.lines += 1
+        raw = raw.rstrip(b"\r\n")
+        if not raw.strip():
+            stats.blank += 1
+            continue
+        reason, row = _clean_line(raw, day, ids)
+        if reason:
+            stats.quarantined[reason] += 1
+            quarantine.add(raw, reason, line_no)
+            continue
+        row["file_no"], row["line_no"] = file_no, line_no
+        for name, value in row.items():
+            cols[name].append(value)
+        stats.clean += 1
+    return pa.table(cols, schema=STAGED_SCHEMA), quarantine.table(), stats
+
+
+def _clean_line(raw: bytes, day: date, ids: dict[tuple[str, str], str]) -> tuple[str | None, dict[str, Any]]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "invalid_utf8", {}
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return "invalid_json", {}
+    if not isinstance(obj, dict):
+        return "invalid_json", {}
+    user = _text(obj, "user_id")
+    if not user:
+        return "empty_user", {}
+    ts = _parse_ts(obj.get("ts"))
+    if ts is None:
+        return "bad_timestamp", {}
+    if ts.date() != day:
+        return "wrong_date", {}
+    artist, title, mbid = _text(obj, "artist_name"), _text(obj, "track_name"), _text(obj, "track_id")
+    if not title and not mbid:
+        return "empty_track", {}
+    action = _text(obj, "action").lower() or "listen"
+    if action not in schema.ACTIONS:
+        return "bad_action", {}
+    if not mbid:
+        mbid = ids.get((artist, title)) or ids.setdefault((artist, title), derived_track_id(artist, title))
+    return None, {
+        "user_id": user, "track_id": mbid, "artist_id": _optional_text(obj, "artist_id"),
+        "artist_name": artist, "track_name": title, "album": _optional_text(obj, "album"),
+        "duration_s": _optional_float(obj.get("duration_s")),
+        "ts": ts.replace(microsecond=ts.microsecond // 1000 * 1000), "action": action,
+        "source": _text(obj, "source") or "app",
+    }
+
+
+def _open_landing(path: LakePath) -> IO[bytes]:
+    fh = path.open("rb")
+    return gzip.open(fh, "rb") if path.name.endswith(".gz") else fh
+
+
+def clean_files(root: LakePath, day: date, file_names: list[str], all_files: list[str] | None = None
+                ) -> dict[str, Any]:
+    """Clean landing files of day D into ``work/listens_daily/date=D/`` (one staged + one quarantine file each).
+
+    ``all_files`` (the day's full listing; listed again when not given) fixes each file's number,
+    so the first-line-wins dedupe order does not depend on how files were chunked.
+    """
+    if all_files is None:
+        all_files = [name for chunk in plan_day(root, day) for name in chunk]
+    order = {name: i for i, name in enumerate(sorted(set(all_files) | set(file_names)))}
+    work = work_dir(root, day)
+    scratch = Path(tempfile.mkdtemp(prefix=f"daily-{day}-", dir=staging_dir()))
+    totals: Counter[str] = Counter()
+    try:
+        for name in file_names:
+            src = landing_dir(root, day) / name
+            started = time.monotonic()
+            with _open_landing(src) as stream:
+                rows, quarantined, stats = clean_stream(stream, day, file_no=order[name],
+                                                        source_file=f"landing/date={day}/{name}")
+            for table, target in ((rows, _staged_name(name)), (quarantined, _quarantine_name(name))):
+                local = scratch / target
+                pq.write_table(table, local, compression="lz4")
+                storage.publish_file(local, work / target)
+            totals.update(lines=stats.lines, clean=stats.clean, blank=stats.blank)
+            totals.update({f"q_{k}": v for k, v in stats.quarantined.items()})
+            log.info("clean %s: %d lines, %d clean, %d quarantined %s (%.2f s)", name, stats.lines, stats.clean,
+                     sum(stats.quarantined.values()), dict(stats.quarantined), time.monotonic() - started)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"date": day.isoformat(), "files": len(file_names), "lines": totals["lines"], "clean": totals["clean"],
+            "blank": totals["blank"],
+            "quarantined": {r: totals[f"q_{r}"] for r in REASONS if totals[f"q_{r}"]}}
+
+
+# ----------------------------------------------------------------------------- merge
+
+def merge_day(root: LakePath, day: date, file_names: list[str], db: Database, run_id: str) -> dict[str, Any]:
+    """Dedupe + sort the day's staged rows, publish ``daily.parquet`` + quarantine, update the registry."""
+    started = time.monotonic()
+    registry.ensure_indexes(db)
+    work = work_dir(root, day)
+    dest = root / "listens" / f"date={day.isoformat()}" / FILE_NAME
+    rel = storage.relative(dest, root)
+    q_dest = root / "quarantine" / PRODUCER / f"date={day.isoformat()}" / "part-00000.parquet"
+    if not file_names:
+        kept = "kept" if dest.exists() else "none"
+        log.info("%s: no landing data; the existing daily file is %s", day, kept)
+        return {"date": day.isoformat(), "status": "no_data", "rows": 0}
+
+    staged, quarantined = [], []
+    for name in sorted(file_names):
+        for target, bucket in ((work / _staged_name(name), staged), (work / _quarantine_name(name), quarantined)):
+            if not target.exists():
+                raise FileNotFoundError(f"{target} is missing: the clean task for {name} has not completed")
+            with target.open("rb") as fh:
+                bucket.append(pq.read_table(fh))
+    rows = pa.concat_tables(staged) if staged else STAGED_SCHEMA.empty_table()
+    rows_in = rows.num_rows
+    rows = rows.sort_by([("user_id", "ascending"), ("ts", "ascending"), ("track_id", "ascending"),
+                         ("file_no", "ascending"), ("line_no", "ascending")])
+    rows = _drop_duplicate_keys(rows)
+    duplicates = rows_in - rows.num_rows
+    quarantine = pa.concat_tables(quarantined).sort_by([("source_file", "ascending"), ("line_no", "ascending")])
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"daily-merge-{day}-", dir=staging_dir()))
+    try:
+        status = "loaded"
+        if rows.num_rows:
+            local = scratch / FILE_NAME
+            pq.write_table(rows.select(schema.LISTENS.names).cast(schema.LISTENS), local, **schema.PARQUET_OPTIONS)
+            info = storage.sha256_file(local)
+            current = registry.get(db, rel)
+            if not (current and current.get("sha256") == info.sha256 and dest.exists()):
+                storage.publish_file(local, dest)
+            registry.record(db, [registry.PartitionRecord(path=rel, dataset=DATASET, date=day.isoformat(),
+                                                          producer=PRODUCER, rows=rows.num_rows, bytes=info.bytes,
+                                                          sha256=info.sha256, run_id=run_id)])
+        else:
+            # Landing files exist but yield no event: this producer's file for D must go.
+            status = "empty"
+            storage.delete(dest)
+            registry.forget(db, [rel])
+        if quarantine.num_rows:
+            local = scratch / "quarantine.parquet"
+            pq.write_table(quarantine, local, **schema.PARQUET_OPTIONS)
+            storage.publish_file(local, q_dest)
+        else:
+            storage.delete(q_dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    reasons = Counter(quarantine.column("reason").to_pylist())
+    result = {"date": day.isoformat(), "status": status, "files": len(file_names), "rows": rows.num_rows,
+              "duplicates": duplicates, "quarantined": {r: reasons[r] for r in REASONS if reasons[r]},
+              "path": rel, "seconds": round(time.monotonic() - started, 3)}
+    log.info("%s: %s %d rows into %s, %d duplicates dropped, %d lines quarantined %s (%.2f s)", day, status,
+             rows.num_rows, rel, duplicates, quarantine.num_rows, result["quarantined"], result["seconds"])
+    return result
+
+
+def _drop_duplicate_keys(rows: pa.Table) -> pa.Table:
+    """Rows sorted by the event key: keep the first row of each (user_id, ts, track_id)."""
+    n = rows.num_rows
+    if n < 2:
+        return rows
+    same = pc.and_(
+        pc.and_(pc.equal(rows["user_id"].slice(1), rows["user_id"].slice(0, n - 1)),
+                pc.equal(rows["ts"].slice(1), rows["ts"].slice(0, n - 1))),
+        pc.equal(rows["track_id"].slice(1), rows["track_id"].slice(0, n - 1)),
+    )
+    keep = pa.concat_arrays([pa.array([True]), pc.invert(same).combine_chunks()])
+    return rows.filter(keep)
+
+
+def cleanup_work(root: LakePath, day: date) -> None:
+    for path in storage.list_files(work_dir(root, day)):
+        storage.delete(path)
+
+
+def process_day(root: LakePath, day: date, db: Database, run_id: str) -> dict[str, Any]:
+    """All three steps in one process."""
+    chunks = plan_day(root, day)
+    files = sorted(name for chunk in chunks for name in chunk)
+    for chunk in chunks:
+        clean_files(root, day, chunk, files)
+    result = merge_day(root, day, files, db, run_id)
+    cleanup_work(root, day)
+    return result

@@ -1,0 +1,84 @@
+"""Thin operators of ``listens_daily``: resolve the run's day and delegate to ``musicrec.lake.daily``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from musicrec.lake import daily
+from musicrec_airflow.hooks.mongo import mongo_database
+from musicrec_airflow.lake import lake_root
+
+
+def run_day(context: Any, override: str | None = None) -> date:
+    """Day D of the run: the ``date`` param when given, else the start of the data interval."""
+    if override:
+        try:
+            return date.fromisoformat(override.strip())
+        except ValueError:
+            raise ValueError(f"param date={override!r} is not YYYY-MM-DD") from None
+    start = context.get("data_interval_start")
+    if start is None:
+        raise ValueError("this run has no data interval (a manual run without a logical date): "
+                         "pass the day as the `date` param, e.g. {\"date\": \"2009-05-05\"}")
+    return start.date()
+
+
+class PlanLandingDayOperator(BaseOperator):
+    """Lists ``landing/date=D/`` and returns chunks of file names (one mapped clean task each)."""
+
+    template_fields: Sequence[str] = ("day", "max_chunks")
+
+    def __init__(self, *, day: str = "", max_chunks: int | str = 8, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.day = day
+        self.max_chunks = max_chunks
+
+    def execute(self, context: Any) -> list[list[str]]:
+        day = run_day(context, self.day)
+        chunks = daily.plan_day(lake_root(), day, int(self.max_chunks))
+        if not chunks:
+            self.log.info("no landing data for %s: nothing to clean", day)
+        return chunks
+
+
+class CleanLandingFilesOperator(BaseOperator):
+    """Cleans one chunk of the day's landing files into staged Parquet + quarantine under ``work/``."""
+
+    template_fields: Sequence[str] = ("day", "file_names")
+
+    def __init__(self, *, file_names: list[str], day: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.file_names = file_names
+        self.day = day
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        return daily.clean_files(lake_root(), run_day(context, self.day), list(self.file_names))
+
+
+class MergeLandingDayOperator(BaseOperator):
+    """Publishes ``listens/date=D/daily.parquet`` + quarantine and updates the registry; skips on no data."""
+
+    template_fields: Sequence[str] = ("day",)
+
+    def __init__(self, *, plan_task_id: str = "plan", day: str = "", mongo_conn_id: str = "mongo_default",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan_task_id = plan_task_id
+        self.day = day
+        self.mongo_conn_id = mongo_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        day = run_day(context, self.day)
+        chunks = context["ti"].xcom_pull(task_ids=self.plan_task_id) or []
+        files = sorted(name for chunk in chunks for name in chunk)
+        if not files:
+            raise AirflowSkipException(f"no landing data for {day}: the lake is unchanged")
+        root = lake_root()
+        result = daily.merge_day(root, day, files, mongo_database(self.mongo_conn_id), run_id=context["run_id"])
+        daily.cleanup_work(root, day)
+        return result
