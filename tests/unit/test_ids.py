@@ -38,3 +38,12 @@ def test_slug():
     assert slug("bge-m3") == "bge-m3"
     with pytest.raises(ValueError):
         slug("!!!")
+
+
+def test_fast_uuid5_equals_the_standard_library():
+    import uuid as _uuid
+
+    from musicrec.ids import _uuid5_url
+
+    for name in ("", "lastfm:a\tb", "lastfm:坂本龍一\tenergy flow", "x" * 1000):
+        assert _uuid5_url(name) == str(_uuid.uuid5(_uuid.NAMESPACE_URL, name))

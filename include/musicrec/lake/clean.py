@@ -82,10 +82,15 @@ class QuarantineBuffer:
     def __len__(self) -> int:
         return len(self._cols["line"])
 
+    def table(self) -> pa.Table:
+        """All records, in the order they were added."""
+        return pa.table(self._cols, schema=schema.QUARANTINE)
+
     def tables(self) -> dict[str, pa.Table]:
+        """Records grouped by event date (``unknown`` when it could not be read), by line number."""
         if not len(self):
             return {}
-        table = pa.table(self._cols, schema=schema.QUARANTINE).sort_by([("line_no", "ascending")])
+        table = self.table().sort_by([("line_no", "ascending")])
         days = table.column("date")
         return {d: table.filter(pc.equal(days, d)) for d in sorted(pc.unique(days).to_pylist())}
 
@@ -124,26 +129,25 @@ class EventCleaner:
         self.stats = CleanStats()
 
     def clean_block(self, block: bytes, first_line_no: int) -> pa.Table | None:
-        lines = block.split(b"\n")
-        n = len(lines)
+        # Lines as one Arrow array over the block's own buffer: no Python object per line.
+        buf = np.frombuffer(block, dtype=np.uint8)
+        newlines = np.flatnonzero(buf == 10)
+        n = len(newlines) + 1
         self.stats.lines += n
+        offsets = np.empty(n + 1, dtype=np.int32)
+        offsets[0], offsets[1:-1], offsets[-1] = 0, newlines + 1, len(block)
+        lines = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(block)])
         line_nos = np.arange(first_line_no, first_line_no + n, dtype=np.int64)
-        try:
-            block.decode("utf-8")
-            utf8_ok = None
-        except UnicodeDecodeError:
-            utf8_ok = np.ones(n, dtype=bool)
-            for i, raw in enumerate(lines):
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    utf8_ok[i] = False
-                    self._reject(raw, "invalid_utf8", int(line_nos[i]))
-            lines = [raw for raw, ok in zip(lines, utf8_ok, strict=True) if ok]
-            line_nos = line_nos[utf8_ok]
-        if not lines:
+        bad = _invalid_utf8_lines(block, offsets)
+        if bad:
+            ok = np.ones(n, dtype=bool)
+            ok[bad] = False
+            for i in bad:
+                self._reject(block[offsets[i] : offsets[i + 1]].rstrip(b"\n"), "invalid_utf8", int(line_nos[i]))
+            lines, line_nos = lines.filter(pa.array(ok)), line_nos[ok]
+        if len(lines) == 0:
             return None
-        text = pc.utf8_rtrim(pa.array(lines, pa.binary()).cast(pa.string()), characters="\r")
+        text = pc.utf8_rtrim(lines.cast(pa.string()), characters="\r\n")
         fields = pc.split_pattern(text, "\t")
         six = pc.equal(pc.list_value_length(fields), 6).to_numpy(zero_copy_only=False)
         if not six.all():
@@ -169,9 +173,9 @@ class EventCleaner:
         reason[empty_user] = "empty_user"
         bad = reason != ""
         if bad.any():
-            ts_py = ts_s.to_pylist()
-            for i in np.flatnonzero(bad):
-                t = ts_py[i]
+            bad_idx = np.flatnonzero(bad)
+            ts_py = ts_s.take(pa.array(bad_idx)).to_pylist()  # only the rejected rows' timestamps
+            for i, t in zip(bad_idx, ts_py, strict=True):
                 day = t.date().isoformat() if isinstance(t, datetime) else "unknown"
                 self._reject(text[int(i)].as_py(), str(reason[i]), int(line_nos[i]), day)
             keep = pa.array(~bad)
@@ -183,11 +187,12 @@ class EventCleaner:
         if n_ok == 0:
             return None
 
-        has_mbid = pc.not_equal(track_mbid, "")
+        no_mbid = pc.equal(track_mbid, "")
         track_id = track_mbid
-        if not pc.all(has_mbid).as_py():
-            derived = self.track_ids.derive(artist, title)
-            track_id = pc.if_else(has_mbid, track_mbid, derived)
+        if pc.any(no_mbid).as_py():
+            # Derive ids only for the rows without a MusicBrainz id.
+            derived = self.track_ids.derive(artist.filter(no_mbid), title.filter(no_mbid))
+            track_id = pc.replace_with_mask(track_mbid, no_mbid, derived)
         ts = ts_s.cast(pa.timestamp("s", tz="UTC")).cast(schema.TS)
         table = pa.table(
             {
@@ -199,8 +204,8 @@ class EventCleaner:
                 "album": pa.nulls(n_ok, pa.string()),
                 "duration_s": pa.nulls(n_ok, pa.float64()),
                 "ts": ts,
-                "action": pa.array(np.full(n_ok, "listen", dtype=object), pa.string()),
-                "source": pa.array(np.full(n_ok, self.source, dtype=object), pa.string()),
+                "action": pa.repeat(pa.scalar("listen", pa.string()), n_ok),
+                "source": pa.repeat(pa.scalar(self.source, pa.string()), n_ok),
                 "line_no": pa.array(line_nos, pa.int64()),
                 "date": ts_s.cast(pa.date32()),
             }
@@ -211,6 +216,22 @@ class EventCleaner:
     def _reject(self, raw: bytes | str, reason: str, line_no: int, day: str = "unknown") -> None:
         self.stats.quarantined[reason] += 1
         self.quarantine.add(raw, reason, line_no, day)
+
+
+def _invalid_utf8_lines(block: bytes, offsets: np.ndarray) -> list[int]:
+    """Indices of the lines that are not valid UTF-8 (each byte is decoded about once)."""
+    bad: list[int] = []
+    view = memoryview(block)
+    pos = 0
+    while pos < len(block):
+        try:
+            str(view[pos:], "utf-8")
+            break
+        except UnicodeDecodeError as exc:
+            line = int(np.searchsorted(offsets, pos + exc.start, side="right")) - 1
+            bad.append(line)
+            pos = int(offsets[line + 1])
+    return bad
 
 
 def iter_blocks(stream: IO[bytes], block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[bytes, int]]:

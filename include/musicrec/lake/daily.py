@@ -23,7 +23,6 @@ only counted.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import logging
@@ -44,6 +43,7 @@ from pymongo.database import Database
 from musicrec import registry
 from musicrec.ids import derived_track_id
 from musicrec.lake import schema, storage
+from musicrec.lake.clean import QuarantineBuffer
 from musicrec.lake.storage import LakePath
 from musicrec.settings import staging_dir
 
@@ -145,29 +145,11 @@ def _optional_float(value: Any) -> float | None:
     return float(value) if value == value and abs(value) != float("inf") else None
 
 
-class _Quarantine:
-    def __init__(self, source_file: str, day: date) -> None:
-        self.source_file, self.day = source_file, day.isoformat()
-        self.cols: dict[str, list[Any]] = {n: [] for n in schema.QUARANTINE.names}
-
-    def add(self, raw: bytes, reason: str, line_no: int) -> None:
-        try:
-            text, encoding = raw.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-        for name, value in (("line", text), ("encoding", encoding), ("reason", reason),
-                            ("source_file", self.source_file), ("line_no", line_no), ("date", self.day)):
-            self.cols[name].append(value)
-
-    def table(self) -> pa.Table:
-        return pa.table(self.cols, schema=schema.QUARANTINE)
-
-
 def clean_stream(stream: IO[bytes], day: date, *, file_no: int, source_file: str
                  ) -> tuple[pa.Table, pa.Table, FileStats]:
     """Clean one landing file's lines: (staged rows, quarantine records, stats)."""
     stats = FileStats(file=source_file)
-    quarantine = _Quarantine(source_file, day)
+    quarantine = QuarantineBuffer(source_file)
     cols: dict[str, list[Any]] = {n: [] for n in STAGED_SCHEMA.names}
     ids: dict[tuple[str, str], str] = {}
     for line_no, raw in enumerate(stream, start=1):
@@ -179,7 +161,7 @@ def clean_stream(stream: IO[bytes], day: date, *, file_no: int, source_file: str
         reason, row = _clean_line(raw, day, ids)
         if reason:
             stats.quarantined[reason] += 1
-            quarantine.add(raw, reason, line_no)
+            quarantine.add(raw, reason, line_no, day.isoformat())
             continue
         row["file_no"], row["line_no"] = file_no, line_no
         for name, value in row.items():
