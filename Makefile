@@ -59,6 +59,8 @@ lint: install
 
 lock:
 	$(PY) -m pip install -q uv 2>&1 | $(QUIET_PIP)
+	# uv prefers the pins already in the lock; "+cpu" keeps torch on the local CPU wheel (no CUDA deps).
+	sed -i 's/^torch==\([0-9.]*\)$$/torch==\1+cpu/' requirements.txt
 	$(PY) -m uv pip compile requirements.in -o requirements.txt --python-version 3.11 --find-links /opt/wheels --no-header
 	sed -i 's/^torch==\(.*\)+cpu$$/torch==\1/' requirements.txt
 	$(PY) -m uv pip compile requirements-local.in -o requirements-local.txt --python-version 3.11 --find-links /opt/wheels --no-header
