@@ -168,3 +168,80 @@ def airflow_dags_test(dag_id: str, conf: dict, env: dict[str, str], timeout_s: i
     if proc.returncode != 0 or "state=success" not in out:
         raise AssertionError(f"airflow dags test {dag_id} failed (rc {proc.returncode}):\n{out[-6000:]}")
     return out
+
+
+# ----------------------------------------------------------------------------- catalog / ALS fixtures
+
+def import_sample_lake(archive: Path, lake: Path, mongo_uri: str, dataset: str) -> list[dict]:
+    """Import a sample archive into a local lake with the library (no Airflow); returns the
+    ``lake_partitions`` documents it wrote (tests copy them into their own database)."""
+    from pymongo import MongoClient
+    from upath import UPath
+
+    from musicrec.lake import download, importer
+
+    root = UPath(lake)
+    with MongoClient(mongo_uri) as client:
+        db = client[f"fixture_{dataset.replace('-', '_')}"]
+        client.drop_database(db.name)
+        download.download(archive.as_uri(), root / "raw" / dataset, open_source=UPath)
+        importer.clean_raw(root, dataset)
+        importer.partition_clean(root, dataset, db, run_id="fixture")
+        docs = list(db["lake_partitions"].find())
+        client.drop_database(db.name)
+    return docs
+
+
+@pytest.fixture(scope="session")
+def tiny_lake(tiny_sample, tmp_root: Path, mongo_uri: str) -> tuple[Path, list[dict]]:
+    """The ``tiny`` sample imported into a local lake once: (lake dir, registry documents)."""
+    lake = tmp_root / "lake-tiny-fixture"
+    return lake, import_sample_lake(tiny_sample.archive, lake, mongo_uri, "tiny")
+
+
+@pytest.fixture(scope="session")
+def small_sample(tmp_root: Path):
+    """The ``small`` preset (ALS needs its signal), generated once per session, no dump/landing."""
+    from musicrec.sample import generate
+
+    return generate(preset="small", out_dir=tmp_root / "sample-small", seed=42, with_lrclib=False,
+                    with_landing=False)
+
+
+@pytest.fixture(scope="session")
+def small_lake(small_sample, tmp_root: Path, mongo_uri: str) -> tuple[Path, list[dict]]:
+    lake = tmp_root / "lake-small-fixture"
+    return lake, import_sample_lake(small_sample.archive, lake, mongo_uri, "small")
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_root: Path) -> Iterator[str]:
+    """A throw-away ``milvus-lite server`` on a free loopback port with its own data dir."""
+    port = free_port()
+    data = tmp_root / "milvus"
+    data.mkdir(parents=True, exist_ok=True)
+    log = open(tmp_root / "milvus.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([_bin("milvus-lite"), "server", "--data-dir", str(data), "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=data)
+    try:
+        _wait_port(port, proc, "milvus-lite")
+        uri = f"http://127.0.0.1:{port}"
+        from pymilvus import MilvusClient
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                MilvusClient(uri=uri, timeout=5).list_collections()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -10,7 +10,7 @@ import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAG_IDS = {"listens_import", "listens_daily"}
+EXPECTED_DAG_IDS = {"listens_import", "listens_daily", "catalog_sync"}
 
 
 @pytest.fixture(scope="module")
