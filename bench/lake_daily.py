@@ -127,6 +127,9 @@ def bench_backfill(work: Path, mongo_uri: str, days: int, seed: int) -> dict | s
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(work / "logs"),
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # every process must sign and check the task tokens with the same secret
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+        "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
         "AIRFLOW_VAR_MUSICREC_LAKE_ROOT": lake.as_uri(),
         "AIRFLOW_CONN_MONGO_DEFAULT": mongo_uri.replace("mongodb://", "mongo://") + "bench_backfill",
         "MUSICREC_STAGING_DIR": str(work / "staging"),
@@ -167,7 +170,19 @@ def bench_backfill(work: Path, mongo_uri: str, days: int, seed: int) -> dict | s
             cur.execute("SELECT state, count(*) FROM dag_run WHERE dag_id = 'listens_daily' GROUP BY state")
             states = dict(cur.fetchall())
             if states.get("failed"):
-                return f"failed: {states}"
+                cur.execute("SELECT run_id, task_id, map_index, state, hostname, try_number FROM task_instance "
+                            "WHERE dag_id = 'listens_daily' AND state NOT IN ('success', 'skipped') ORDER BY run_id")
+                tis = "\n".join(map(str, cur.fetchall()[:20]))
+                logs = sorted((work / "logs").rglob("*"))
+                tail = ""
+                for path in logs:
+                    if path.is_file():
+                        text = path.read_text(errors="replace")
+                        if "rror" in text:
+                            tail = f"--- {path}\n{text[-3000:]}"
+                            break
+                sched = (work / "proc-logs" / "scheduler.log").read_text(errors="replace")[-3000:]
+                return f"failed: {states}\n{tis}\n{tail}\n--- scheduler\n{sched}"
             if states.get("success", 0) >= days:
                 break
             if time.monotonic() > deadline:

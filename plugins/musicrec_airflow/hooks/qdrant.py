@@ -35,6 +35,14 @@ class QdrantLocalHook(QdrantHook):
                 client = _LOCAL_CLIENTS[path] = QdrantClient(path=path)
             return client
 
+    def test_connection(self) -> tuple[bool, str]:
+        # The provider's version lets a refused connection (ResponseHandlingException) escape.
+        try:
+            collections = self.get_conn().get_collections().collections
+        except Exception as exc:  # the UI shows the message
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, f"Connection established ({len(collections)} collections)"
+
     @classmethod
     def close_local_clients(cls) -> None:
         with _LOCK:
