@@ -10,7 +10,7 @@ import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAG_IDS = {"listens_import", "listens_daily", "catalog_sync"}
+EXPECTED_DAG_IDS = {"listens_import", "listens_daily", "catalog_sync", "als_training"}
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,13 @@ def test_dag_files_do_no_top_level_work(path):
                 root = root.value
             assert name not in forbidden and getattr(root, "id", None) not in forbidden, (
                 f"{path.name}:{sub.lineno} calls {name} at module level")
+
+
+def test_als_training_pools_and_queues(dagbag):
+    """The GPU step takes the ``gpu`` pool; every task that opens the local Qdrant takes ``qdrant_local``."""
+    dag = dagbag.dags["als_training"]
+    assert dag.max_active_runs == 1
+    assert dag.get_task("train").pool == "gpu"
+    for task_id in ("qdrant_mirror", "swap_alias", "activate"):
+        assert dag.get_task(task_id).pool == "qdrant_local", task_id
+    assert dag.get_task("activate").upstream_task_ids == {"swap_alias"}

@@ -15,6 +15,8 @@ from musicrec.local import envfile, services
 # DAGs in pipeline order with the run conf make run gives them; later issues append theirs.
 PIPELINE: list[tuple[str, dict[str, Any]]] = [
     ("listens_import", {"dataset": "lastfm-1k"}),
+    ("catalog_sync", {}),
+    ("als_training", {}),
 ]
 
 

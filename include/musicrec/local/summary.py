@@ -37,6 +37,54 @@ def collect(lake: Path, mongo_uri: str) -> dict[str, Any]:
     }
 
 
+METRICS = ("ndcg_at_10", "precision_at_10", "recall_at_10", "coverage", "users")
+
+
+def collect_models(mongo_uri: str, milvus_uri: str, k: int = 10) -> dict[str, Any]:
+    """Catalog counts, the active ALS model and one sample user's top-k (read from the stores)."""
+    from pymilvus import MilvusClient
+
+    from musicrec import recommend
+    from musicrec.als.publish import active_model
+
+    with MongoClient(mongo_uri, serverSelectionTimeoutMS=3000) as client:
+        db = client["musicrec"]
+        out: dict[str, Any] = {"songs": db["songs"].count_documents({}), "users": db["users"].count_documents({}),
+                               "model": active_model(db), "user_id": None, "recommendations": []}
+        if out["model"] is None:
+            return out
+        user = db["users"].find_one({"model_version": out["model"]["_id"]}, {"_id": 1}, sort=[("_id", 1)])
+        if user is not None:
+            from upath import UPath
+
+            out["user_id"] = user["_id"]
+            out["recommendations"] = recommend.home(user["_id"], k, db=db, milvus=MilvusClient(uri=milvus_uri),
+                                                    root=UPath(services.data_dir() / "lake"))
+    return out
+
+
+def print_models(models: dict[str, Any]) -> None:
+    print(f"mongo catalog: {models['songs']:,} songs, {models['users']:,} users")
+    doc = models["model"]
+    if doc is None:
+        print("ALS: no active model")
+        return
+    window = doc["window"]
+    print(f"ALS model {doc['_id']} (active; window {window['start']:%Y-%m-%d} .. {window['end']:%Y-%m-%d}, "
+          f"{doc['matrix']['users']} users x {doc['matrix']['items']:,} tracks, {doc['matrix']['nnz']:,} pairs, "
+          f"backend {doc['backend']['used']}, {doc['backend']['seconds_per_iteration']} s/iteration)")
+    print(f"  {'metric':<17}{'ALS':>10}{'popularity':>12}")
+    for name in METRICS:
+        als, pop = doc["metrics"]["als"][name], doc["metrics"]["popularity"][name]
+        print(f"  {name:<17}{als:>10.4g}{pop:>12.4g}")
+    print(f"  lift ndcg@10      {doc['metrics'].get('lift_ndcg_at_10')}x   -> Milvus alias music_collection -> "
+          f"{doc['collection']}")
+    if models["user_id"]:
+        print(f"top-{len(models['recommendations'])} for {models['user_id']} (played tracks excluded):")
+        for n, rec in enumerate(models["recommendations"], 1):
+            print(f"  {n:>2}. {rec.artist} - {rec.title}   ({rec.score:.3f})")
+
+
 def print_summary() -> dict[str, Any]:
     lake = services.data_dir() / "lake"
     summary = collect(lake, f"mongodb://127.0.0.1:{services.mongo_port()}/")
@@ -49,7 +97,12 @@ def print_summary() -> dict[str, Any]:
     print(f"  rows quarantined        {sum(summary['quarantined'].values()):>10,}")
     for reason, count in summary["quarantined"].items():
         print(f"    {reason:<21} {count:>10,}")
-    print(f"mongo: mongodb://127.0.0.1:{services.mongo_port()}/musicrec (lake_partitions registry)")
+    print(f"mongo: mongodb://127.0.0.1:{services.mongo_port()}/musicrec")
+    models = collect_models(f"mongodb://127.0.0.1:{services.mongo_port()}/",
+                            f"http://127.0.0.1:{services.milvus_port()}")
+    print_models(models)
+    summary["models"] = {"active": models["model"]["_id"] if models["model"] else None,
+                         "recommendations": len(models["recommendations"])}
     print("UI: `make airflow` then http://127.0.0.1:8080")
     return summary
 

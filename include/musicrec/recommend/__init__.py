@@ -1,0 +1,123 @@
+"""Recommendations from the ALS vectors (issue 3): ``home`` and ``next_song``. No Airflow imports.
+
+* ``home(user_id, k)``: the user's ``latent_vector`` → top-k tracks by inner product in
+  ``music_collection``, excluding tracks the user played in the model's window.
+* ``next_song(user_id, current_track_id, k)``: the same search with the session vector
+  0.7·user + 0.3·(the current track's vector), also excluding the current track.
+
+A user vector is only ever searched against its own model's collection: the alias' target when the
+user's ``model_version`` matches it, else that version's collection while it still exists (a publish
+in progress). Vectors from different models are never mixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pymongo.database import Database
+
+from musicrec.als.params import ALIAS, collection_name, version_of
+from musicrec.catalog import listens
+from musicrec.lake.storage import LakePath
+from musicrec.vectors import milvus as mv
+
+USER_WEIGHT, TRACK_WEIGHT = 0.7, 0.3
+MAX_LIMIT = 16384  # Milvus' topk limit
+
+
+class NoRecommendations(LookupError):
+    """The user has no vector in the serving model (unknown, cold, or not in the active model)."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    track_id: str
+    score: float
+    title: str | None = None
+    artist: str | None = None
+
+
+def user_vector(db: Database, user_id: str) -> tuple[np.ndarray, str]:
+    doc = db["users"].find_one({"_id": user_id}, {"latent_vector": 1, "model_version": 1})
+    if doc is None:
+        raise NoRecommendations(f"unknown user {user_id!r}")
+    if not doc.get("latent_vector") or not doc.get("model_version"):
+        raise NoRecommendations(f"user {user_id!r} has no vector in the active model")
+    return np.asarray(doc["latent_vector"], dtype=np.float32), doc["model_version"]
+
+
+def serving_collection(client, version: str, alias: str = ALIAS) -> str:
+    target = mv.alias_target(client, alias)
+    if target is not None and version_of(target, alias) == version:
+        return alias
+    own = collection_name(version, alias)
+    if client.has_collection(own):
+        return own
+    raise NoRecommendations(f"model {version} is no longer served (alias {alias} -> {target})")
+
+
+def played_tracks(root: LakePath, db: Database, user_id: str, version: str) -> set[str]:
+    """Tracks ``user_id`` has any event for in the window of model ``version``."""
+    doc = db["models"].find_one({"_id": version}, {"window": 1})
+    if doc is None:
+        return set()
+    con, _ = listens.open_span(root, db, listens.utc(doc["window"]["start"]), listens.utc(doc["window"]["end"]))
+    try:
+        return {r[0] for r in con.execute("SELECT DISTINCT track_id FROM events WHERE user_id = ?",
+                                          [user_id]).fetchall()}
+    finally:
+        con.close()
+
+
+def _search(client, collection: str, vector: np.ndarray, k: int, exclude: set[str]) -> list[tuple[str, float]]:
+    dim = mv.vector_dim(client, collection)
+    if dim != len(vector):
+        raise NoRecommendations(f"vector dim {len(vector)} does not match {collection}'s {dim}")
+    limit = min(MAX_LIMIT, k + len(exclude))
+    res = client.search(collection, data=[vector.tolist()], limit=limit, anns_field=mv.VECTOR_FIELD,
+                        search_params={"metric_type": "IP", "params": {"ef": max(64, limit)}},
+                        output_fields=[mv.ID_FIELD])
+    out = []
+    for hit in res[0]:
+        tid = hit.get("id") or hit["entity"][mv.ID_FIELD]
+        if tid not in exclude:
+            out.append((tid, float(hit["distance"])))
+        if len(out) == k:
+            break
+    return out
+
+
+def _with_titles(db: Database, hits: list[tuple[str, float]]) -> list[Recommendation]:
+    ids = [t for t, _ in hits]
+    songs: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), 500):
+        for d in db["songs"].find({"_id": {"$in": ids[start:start + 500]}}, {"title": 1, "artist": 1}):
+            songs[d["_id"]] = d
+    return [Recommendation(t, s, songs.get(t, {}).get("title"), songs.get(t, {}).get("artist")) for t, s in hits]
+
+
+def home(user_id: str, k: int = 10, *, db: Database, milvus, root: LakePath | None = None,
+         exclude: Iterable[str] | None = None) -> list[Recommendation]:
+    """Top-k tracks for the user's home screen. ``exclude`` overrides reading the played tracks
+    from the lake (pass ``root`` to read them)."""
+    vector, version = user_vector(db, user_id)
+    collection = serving_collection(milvus, version)
+    skip = set(exclude) if exclude is not None else (played_tracks(root, db, user_id, version) if root else set())
+    return _with_titles(db, _search(milvus, collection, vector, k, skip))
+
+
+def next_song(user_id: str, current_track_id: str, k: int = 10, *, db: Database, milvus,
+              root: LakePath | None = None, exclude: Iterable[str] | None = None) -> list[Recommendation]:
+    vector, version = user_vector(db, user_id)
+    collection = serving_collection(milvus, version)
+    rows = milvus.query(collection, ids=[current_track_id], output_fields=[mv.VECTOR_FIELD])
+    if not rows:
+        raise NoRecommendations(f"track {current_track_id!r} is not in model {version}")
+    track = np.asarray(rows[0][mv.VECTOR_FIELD], dtype=np.float32)
+    session = USER_WEIGHT * vector + TRACK_WEIGHT * track
+    skip = set(exclude) if exclude is not None else (played_tracks(root, db, user_id, version) if root else set())
+    skip.add(current_track_id)
+    return _with_titles(db, _search(milvus, collection, session, k, skip))

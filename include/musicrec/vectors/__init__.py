@@ -1,0 +1,1 @@
+"""Vector-store helpers (Milvus, the Qdrant mirror): versioned collections behind aliases."""

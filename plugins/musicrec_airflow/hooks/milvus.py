@@ -8,9 +8,12 @@ from typing import Any
 from airflow.sdk.bases.hook import BaseHook
 from pymilvus import MilvusClient
 
+from musicrec.vectors import milvus as mv
+
 
 class MilvusHook(BaseHook):
-    """Connection fields: ``extra.uri`` (or host/port), ``extra.token`` (or password), ``extra.db``/schema."""
+    """Connection fields: ``extra.uri`` (or host/port), ``extra.token`` (or password), ``extra.db``/schema,
+    ``extra.timeout`` (seconds)."""
 
     conn_name_attr = "conn_id"
     default_conn_name = "milvus_default"
@@ -40,6 +43,8 @@ class MilvusHook(BaseHook):
         db = extra.get("db") or conn.schema
         if db:
             kwargs["db_name"] = db
+        if extra.get("timeout"):  # seconds to wait for the server (pymilvus' default is long)
+            kwargs["timeout"] = float(extra["timeout"])
         return kwargs
 
     def get_conn(self) -> MilvusClient:
@@ -55,3 +60,21 @@ class MilvusHook(BaseHook):
             return True, f"Connection established ({len(collections)} collections)"
         except Exception as exc:  # the UI shows the message
             return False, str(exc)
+
+    # ---- versioned collections behind an alias (blue/green), delegated to musicrec.vectors.milvus
+
+    def alias_target(self, alias: str) -> str | None:
+        """The collection ``alias`` points at, or None."""
+        return mv.alias_target(self.conn, alias)
+
+    def versions(self, alias: str) -> list[str]:
+        """The ``<alias>_v<version>`` collections, sorted."""
+        return mv.versions(self.conn, alias)
+
+    def swap_alias(self, alias: str, collection: str) -> str | None:
+        """Point ``alias`` at ``collection`` (create or alter, then checked); returns the previous target."""
+        return mv.swap_alias(self.conn, alias, collection)
+
+    def drop_versions(self, alias: str, keep: list[str]) -> list[str]:
+        """Drop ``<alias>_v*`` collections outside ``keep`` (never the alias' target); returns the dropped."""
+        return mv.drop_versions(self.conn, alias, keep)

@@ -1,0 +1,93 @@
+"""ALS parameters, the deterministic model version and the Milvus collection names (design §4)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+DEFAULT_WEIGHTS = {"complete": 1.0, "listen": 0.5, "skip": 0.0}
+CONFIDENCE = ("linear", "log")
+BACKENDS = ("auto", "implicit", "implicit-cpu", "implicit-gpu", "torch", "torch-cpu", "torch-cuda")
+ALIAS = "music_collection"
+
+
+@dataclass(frozen=True)
+class AlsParams:
+    """What defines a model (everything here goes into the version hash).
+
+    ``confidence``: ``linear`` = 1 + alpha·w, ``log`` = 1 + alpha·ln(1 + w), where w is the sum of the
+    action weights of a (user, track) pair in the window; pairs with w <= 0 are no interaction.
+    """
+
+    factors: int = 64
+    iterations: int = 15
+    regularization: float = 0.1
+    alpha: float = 40.0
+    confidence: str = "linear"
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    window_days: int = 90
+    eval_days: int = 7
+    cg_steps: int = 3
+    random_state: int = 42
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.factors <= 1024:
+            problems.append(f"factors={self.factors} (1..1024)")
+        if not 1 <= self.iterations <= 500:
+            problems.append(f"iterations={self.iterations} (1..500)")
+        if self.regularization < 0:
+            problems.append(f"regularization={self.regularization} (>= 0)")
+        if self.alpha <= 0:
+            problems.append(f"alpha={self.alpha} (> 0)")
+        if self.confidence not in CONFIDENCE:
+            problems.append(f"confidence={self.confidence!r} (one of {CONFIDENCE})")
+        if self.window_days <= self.eval_days or self.eval_days < 1:
+            problems.append(f"window_days={self.window_days}, eval_days={self.eval_days} (window > eval >= 1)")
+        if not 1 <= self.cg_steps <= 50:
+            problems.append(f"cg_steps={self.cg_steps} (1..50)")
+        unknown = set(self.weights) - set(DEFAULT_WEIGHTS)
+        if unknown:
+            problems.append(f"weights for unknown actions {sorted(unknown)}")
+        if problems:
+            raise ValueError("invalid ALS params: " + ", ".join(problems))
+
+    @classmethod
+    def from_conf(cls, conf: dict[str, Any]) -> AlsParams:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in conf.items() if k in known and v is not None and v != ""}
+        for k, cast in (("factors", int), ("iterations", int), ("window_days", int), ("eval_days", int),
+                        ("cg_steps", int), ("random_state", int), ("regularization", float), ("alpha", float)):
+            if k in values:
+                values[k] = cast(values[k])
+        if "weights" in values:
+            values["weights"] = DEFAULT_WEIGHTS | {k: float(v) for k, v in dict(values["weights"]).items()}
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["weights"] = dict(sorted(self.weights.items()))
+        return out
+
+    def digest(self) -> str:
+        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def version(self, window_end: datetime) -> str:
+        """``<YYYYMMDD of the window end>_<6 hex of the params hash>``: a re-run rebuilds the same name."""
+        return f"{window_end:%Y%m%d}_{self.digest()[:6]}"
+
+    def with_(self, **changes: Any) -> AlsParams:
+        return replace(self, **changes)
+
+
+def collection_name(version: str, alias: str = ALIAS) -> str:
+    return f"{alias}_v{version}"
+
+
+def version_of(collection: str, alias: str = ALIAS) -> str | None:
+    prefix = f"{alias}_v"
+    return collection[len(prefix):] if collection.startswith(prefix) else None

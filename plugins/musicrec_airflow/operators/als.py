@@ -1,0 +1,125 @@
+"""Thin operators of ``als_training``: resolve connections, params and the anchor; call ``musicrec.als``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from musicrec.als import model, publish
+from musicrec.als.params import AlsParams
+from musicrec_airflow.anchor import run_anchor
+from musicrec_airflow.hooks.milvus import MilvusHook
+from musicrec_airflow.hooks.mongo import mongo_database
+from musicrec_airflow.hooks.qdrant import QdrantLocalHook
+from musicrec_airflow.lake import lake_root
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in {"true", "1", "yes"}
+
+
+def params_from_context(params: dict[str, Any]) -> AlsParams:
+    conf = dict(params)
+    conf["weights"] = {a: conf[f"weight_{a}"] for a in ("complete", "listen", "skip") if f"weight_{a}" in conf}
+    return AlsParams.from_conf(conf)
+
+
+class AlsTrainOperator(BaseOperator):
+    """Window → evaluate vs popularity → train → ``models/als/<version>/`` + ``models`` document."""
+
+    def __init__(self, *, mongo_conn_id: str = "mongo_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mongo_conn_id = mongo_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        db = mongo_database(self.mongo_conn_id)
+        anchor = run_anchor(context, db)
+        params = params_from_context(context["params"])
+        backend = str(context["params"].get("backend") or "auto")
+        self.log.info("ALS as of %s: %s (backend %s)", anchor, params.as_dict(), backend)
+        summary = model.train(lake_root(), db, anchor, params, backend=backend, run_id=context["run_id"])
+        self.log.info("model %s (%s): ALS %s | popularity %s", summary["version"], summary["backend"],
+                      summary["metrics"]["als"], summary["metrics"]["popularity"])
+        return summary
+
+
+class _AlsStep(BaseOperator):
+    template_fields: Sequence[str] = ()
+
+    def __init__(self, *, train_task_id: str = "train", mongo_conn_id: str = "mongo_default",
+                 milvus_conn_id: str = MilvusHook.default_conn_name,
+                 qdrant_conn_id: str = QdrantLocalHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.train_task_id = train_task_id
+        self.mongo_conn_id = mongo_conn_id
+        self.milvus_conn_id = milvus_conn_id
+        self.qdrant_conn_id = qdrant_conn_id
+
+    def summary(self, context: Any) -> dict[str, Any]:
+        summary = context["ti"].xcom_pull(task_ids=self.train_task_id)
+        if not summary:
+            raise ValueError(f"no result from task {self.train_task_id}")
+        return summary
+
+    def qdrant(self):
+        return QdrantLocalHook(conn_id=self.qdrant_conn_id).get_conn()
+
+
+class AlsGateOperator(_AlsStep):
+    """Publishes only when ALS ndcg@10 >= min_lift × popularity and >= the active model's − tolerance,
+    and never over an active model whose window ends later (unless ``force``): else skips with the reason."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        summary = self.summary(context)
+        p = context["params"]
+        db = mongo_database(self.mongo_conn_id)
+        try:
+            decision = publish.gate(db, summary["version"], min_lift=float(p.get("min_lift", 1.1)),
+                                    tolerance=float(p.get("tolerance", 0.02)), force=_truthy(p.get("force")))
+        except publish.GateRefused as refused:
+            db[model.MODELS].update_one({"_id": summary["version"]},
+                                        {"$set": {"gate": {"passed": False, "reason": str(refused)}}})
+            raise AirflowSkipException(f"gate: not publishing {summary['version']}: {refused}") from None
+        if not decision.get("rerun"):  # a re-run keeps the decision that published it
+            db[model.MODELS].update_one({"_id": summary["version"]},
+                                        {"$set": {"gate": {"passed": True, "reason": decision["reason"]}}})
+        self.log.info("gate passed: %s", decision)
+        return decision
+
+
+class QdrantMirrorOperator(_AlsStep):
+    """The item vectors → the Qdrant collection of the same name (pool ``qdrant_local`` on local mode)."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        s = self.summary(context)
+        return publish.publish_qdrant(self.qdrant(), lake_root(), s["version"], s["item_factors"])
+
+
+class AlsPublishUsersOperator(_AlsStep):
+    def execute(self, context: Any) -> dict[str, Any]:
+        s = self.summary(context)
+        return publish.publish_users(mongo_database(self.mongo_conn_id), lake_root(), s["version"],
+                                     s["user_factors"])
+
+
+class AlsSwapAliasOperator(_AlsStep):
+    """``music_collection`` → the new collection in Milvus and in the Qdrant mirror."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        s = self.summary(context)
+        return publish.swap_aliases(MilvusHook(self.milvus_conn_id).conn, self.qdrant(), s["version"], s["factors"])
+
+
+class AlsActivateOperator(_AlsStep):
+    """The model document becomes ``active`` (the previous one ``retired``); then versions older than
+    the previous one are dropped from Milvus and Qdrant."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        s = self.summary(context)
+        db = mongo_database(self.mongo_conn_id)
+        out = publish.activate(db, s["version"])
+        out["dropped"] = publish.cleanup(db, MilvusHook(self.milvus_conn_id).conn, self.qdrant(), s["version"])
+        return out

@@ -1,0 +1,208 @@
+"""ALS train → gate → blue/green publish against the embedded engines (SecantusDB, milvus-lite server,
+Qdrant local mode) on the ``small`` lake, through the library the DAG's operators call."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from pymilvus import MilvusClient
+from qdrant_client import QdrantClient
+from upath import UPath
+
+from musicrec import recommend
+from musicrec.als import model, publish
+from musicrec.als.params import ALIAS, AlsParams, collection_name
+from musicrec.catalog import sync
+from musicrec.vectors import milvus as mv
+from musicrec.vectors import qdrant as qd
+
+pytestmark = pytest.mark.integration
+
+WEEK1 = datetime(2009, 4, 26, tzinfo=UTC)  # Sundays: the weekly schedule's data-interval ends
+WEEK2 = datetime(2009, 5, 3, tzinfo=UTC)
+PARAMS = AlsParams(factors=32, iterations=10)
+
+
+def clean_milvus(client: MilvusClient) -> None:
+    for alias in client.list_aliases().get("aliases") or []:
+        client.drop_alias(alias)
+    for name in client.list_collections():
+        client.drop_collection(name)
+
+
+@pytest.fixture
+def stores(small_lake, mongo_db, milvus_uri, tmp_path):
+    src, docs = small_lake
+    lake = tmp_path / "lake"
+    shutil.copytree(src, lake)
+    mongo_db["lake_partitions"].insert_many([dict(d) for d in docs])
+    root = UPath(lake)
+    sync.sync_catalog(root, mongo_db, WEEK2)
+    milvus = MilvusClient(uri=milvus_uri)
+    clean_milvus(milvus)
+    qdrant = QdrantClient(path=str(tmp_path / "qdrant"))
+    yield root, mongo_db, milvus, qdrant
+    qdrant.close()
+    clean_milvus(milvus)
+
+
+def snapshot(db, milvus: MilvusClient, qdrant: QdrantClient) -> dict:
+    """Everything the publish owns, minus wall-clock stamps."""
+    def strip(doc):
+        return {k: v for k, v in doc.items() if not k.endswith("_at") and k != "run_id"}
+
+    out = {
+        "models": sorted((strip(d) for d in db["models"].find()), key=lambda d: d["_id"]),
+        "users": sorted((d["_id"], d.get("latent_vector"), d.get("model_version")) for d in db["users"].find()),
+        "registry": sorted((d["_id"], d["sha256"]) for d in db["lake_partitions"].find({"_id": {"$regex": "^models/"}})),
+        "milvus_alias": mv.alias_target(milvus, ALIAS),
+        "milvus": {},
+        "qdrant_alias": qd.alias_target(qdrant, ALIAS),
+        "qdrant": {},
+    }
+    for name in mv.versions(milvus, ALIAS):
+        rows = milvus.query(name, filter="", output_fields=[mv.ID_FIELD, mv.VECTOR_FIELD], limit=16384)
+        out["milvus"][name] = sorted((r[mv.ID_FIELD], tuple(np.round(r[mv.VECTOR_FIELD], 5))) for r in rows)
+    for name in qd.versions(qdrant, ALIAS):
+        out["qdrant"][name] = sorted((str(p.id), p.payload["track_id"], tuple(np.round(p.vector, 5)))
+                                     for p in qd.iter_points(qdrant, name, with_vectors=True))
+    return out
+
+
+def train_and_publish(root, db, milvus, qdrant, anchor, params=PARAMS, **gate_kwargs):
+    summary = model.train(root, db, anchor, params, backend="auto", run_id="test")
+    publish.gate(db, summary["version"], **gate_kwargs)
+    return summary, publish.publish(db, root, summary, milvus, qdrant, index=mv.IndexSpec("HNSW", "IP"))
+
+
+def test_publish_serves_the_model_and_a_rerun_changes_nothing(stores):
+    root, db, milvus, qdrant = stores
+    summary, out = train_and_publish(root, db, milvus, qdrant, WEEK2)
+    version = summary["version"]
+    assert version == PARAMS.version(WEEK2) and summary["reused"] is False
+    metrics = summary["metrics"]
+    # the sample's planted tastes are learnable: ALS at least doubles popularity's ndcg@10
+    assert metrics["als"]["ndcg_at_10"] >= 2 * metrics["popularity"]["ndcg_at_10"], metrics
+
+    doc = db["models"].find_one({"_id": version})
+    assert doc["status"] == "active" and doc["kind"] == "als"
+    assert doc["window"] == {"start": datetime(2009, 2, 2), "end": datetime(2009, 5, 3)}
+    assert doc["inputs"] and all(i["path"].startswith("listens/date=2009-0") and len(i["sha256"]) == 64
+                                 for i in doc["inputs"])
+    arts = {a["kind"]: a for a in doc["artifacts"]}
+    assert set(arts) == {"user_factors", "item_factors", "metrics"}
+    items = pq.read_table(root / arts["item_factors"]["path"])
+    users = pq.read_table(root / arts["user_factors"]["path"])
+
+    name = collection_name(version)
+    assert mv.alias_target(milvus, ALIAS) == name and qd.alias_target(qdrant, ALIAS) == name
+    assert mv.versions(milvus, ALIAS) == [name] and qd.versions(qdrant, ALIAS) == [name]
+    assert mv.count(milvus, name) == items.num_rows == out["milvus"]["rows"]
+    assert qdrant.count(name).count == items.num_rows
+    assert out["milvus"]["index"]["index_type"] == "HNSW" and out["milvus"]["recall"] >= 0.8
+    with_vec = db["users"].count_documents({"model_version": version, "latent_vector": {"$exists": True}})
+    assert with_vec == users.num_rows
+
+    before = snapshot(db, milvus, qdrant)
+    again, out2 = train_and_publish(root, db, milvus, qdrant, WEEK2)
+    assert again["reused"] is True and out2["users"]["written"] == 0
+    assert snapshot(db, milvus, qdrant) == before
+
+    # recommendations: the user's vector, their played tracks excluded, titles from the catalog
+    uid = users.column("user_id")[0].as_py()
+    recs = recommend.home(uid, 10, db=db, milvus=milvus, root=root)
+    played = recommend.played_tracks(root, db, uid, version)
+    assert len(recs) == 10 and not {r.track_id for r in recs} & played
+    assert all(r.title for r in recs) and recs == sorted(recs, key=lambda r: -r.score)
+    current = next(iter(played))
+    nxt = recommend.next_song(uid, current, 5, db=db, milvus=milvus, root=root)
+    assert len(nxt) == 5 and current not in {r.track_id for r in nxt}
+    with pytest.raises(recommend.NoRecommendations):
+        recommend.home("nobody", db=db, milvus=milvus)
+
+
+def test_backfill_crash_before_the_swap_then_rerun(stores):
+    """Two weekly dates: the second model's publish dies after its collection is built; the first model
+    keeps serving; the re-run completes the publish without duplicates."""
+    root, db, milvus, qdrant = stores
+    first, _ = train_and_publish(root, db, milvus, qdrant, WEEK1)
+    second = model.train(root, db, WEEK2, PARAMS, run_id="test")
+    assert first["version"] != second["version"]
+    assert first["window"]["end"].startswith("2009-04-26") and second["window"]["end"].startswith("2009-05-03")
+    publish.gate(db, second["version"])
+    publish.publish_milvus(milvus, root, second["version"], second["item_factors"])
+    publish.publish_qdrant(qdrant, root, second["version"], second["item_factors"])
+    publish.publish_users(db, root, second["version"], second["user_factors"])
+    # -- killed here: the alias still serves the first model, the second is a candidate
+    old, new = collection_name(first["version"]), collection_name(second["version"])
+    assert mv.alias_target(milvus, ALIAS) == old and qd.alias_target(qdrant, ALIAS) == old
+    assert db["models"].find_one({"_id": first["version"]})["status"] == "active"
+    assert db["models"].find_one({"_id": second["version"]})["status"] == "candidate"
+    uid = db["users"].find_one({"model_version": second["version"]})["_id"]
+    # a reader pairs the user's vector with its own model's collection, never the other space
+    assert recommend.serving_collection(milvus, second["version"]) == new
+    assert recommend.serving_collection(milvus, first["version"]) == ALIAS
+    assert len(recommend.home(uid, 5, db=db, milvus=milvus, exclude=[])) == 5
+
+    train_and_publish(root, db, milvus, qdrant, WEEK2)  # the re-run
+    assert mv.alias_target(milvus, ALIAS) == new and qd.alias_target(qdrant, ALIAS) == new
+    assert mv.versions(milvus, ALIAS) == sorted([old, new])  # the previous version is kept for roll-back
+    assert mv.count(milvus, new) == pq.read_table(root / second["item_factors"]).num_rows
+    statuses = {d["_id"]: d["status"] for d in db["models"].find()}
+    assert statuses == {first["version"]: "retired", second["version"]: "active"}
+    assert db["models"].find_one({"_id": second["version"]})["previous_version"] == first["version"]
+
+    # out of order: re-publishing the older week never moves the alias back (unless forced)
+    with pytest.raises(publish.GateRefused, match="later window"):
+        publish.gate(db, first["version"])
+    assert publish.gate(db, first["version"], force=True)["reason"] == "passed"
+
+
+def test_gate_refuses_a_deliberately_worse_model(stores):
+    root, db, milvus, qdrant = stores
+    good, _ = train_and_publish(root, db, milvus, qdrant, WEEK2)
+    before = snapshot(db, milvus, qdrant)
+    worse = model.train(root, db, WEEK2, AlsParams(factors=2, iterations=1, regularization=500.0), run_id="t")
+    assert worse["metrics"]["als"]["ndcg_at_10"] < good["metrics"]["als"]["ndcg_at_10"] - 0.02
+    with pytest.raises(publish.GateRefused, match="ndcg@10"):
+        publish.gate(db, worse["version"])
+    after = snapshot(db, milvus, qdrant)
+    assert after["milvus"] == before["milvus"] and after["users"] == before["users"]
+    assert after["milvus_alias"] == collection_name(good["version"])
+    assert db["models"].find_one({"_id": worse["version"]})["status"] == "candidate"
+    # an impossible lift refuses even the good model
+    with pytest.raises(publish.GateRefused, match="min_lift"):
+        publish.gate(db, worse["version"], min_lift=1000.0)
+
+
+def test_bad_vectors_and_dimensions_are_refused(stores, tmp_path):
+    root, db, milvus, qdrant = stores
+    good = model.factors_table(np.array(["a", "b"], dtype=object), np.ones((2, 4), np.float32), "track_id")
+    path = tmp_path / "v.parquet"
+    pq.write_table(good, path)
+    mv.upsert_parquet(milvus, "music_collection_vdim", path)
+    wider = model.factors_table(np.array(["a"], dtype=object), np.ones((1, 8), np.float32), "track_id")
+    pq.write_table(wider, tmp_path / "w.parquet")
+    with pytest.raises(mv.DimensionMismatch, match="dim 4"):
+        mv.upsert_parquet(milvus, "music_collection_vdim", tmp_path / "w.parquet")
+    nan = model.factors_table(np.array(["a"], dtype=object), np.full((1, 4), np.nan, np.float32), "track_id")
+    pq.write_table(nan, tmp_path / "n.parquet")
+    with pytest.raises(mv.VectorStoreError, match="NaN"):
+        mv.upsert_parquet(milvus, "music_collection_vdim", tmp_path / "n.parquet")
+    with pytest.raises(mv.VectorStoreError, match="NaN"):
+        qd.upsert_parquet(qdrant, "music_collection_vdim", tmp_path / "n.parquet")
+    assert mv.count(milvus, "music_collection_vdim") == 2
+    with pytest.raises(mv.VectorStoreError, match="never builds"):
+        mv.ensure_index(milvus, "music_collection_vdim", mv.IndexSpec("IVF_PQ", "IP"))
+
+
+def test_empty_window_is_a_clear_error(stores):
+    root, db, _, _ = stores
+    from musicrec.als.matrix import EmptyWindow
+
+    with pytest.raises(EmptyWindow, match="no listens partitions"):
+        model.train(root, db, datetime(2001, 1, 7, tzinfo=UTC), PARAMS)
