@@ -15,7 +15,6 @@ confidence matrix C has an entry (c_ui = that entry), c_ui = 1 and p_ui = 0 else
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,8 @@ def fit(conf: sp.csr_matrix, *, factors: int, iterations: int, regularization: f
 def _fit_implicit(conf: sp.csr_matrix, factors: int, iterations: int, regularization: float, cg_steps: int,
                   random_state: int, init: tuple[np.ndarray, np.ndarray], *, gpu: bool, callback: Callback,
                   num_threads: int) -> tuple[np.ndarray, np.ndarray]:
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    with warnings.catch_warnings():
+    # implicit runs its own threads; a multi-threaded BLAS inside each of them oversubscribes the cores
+    with threadpool_limits(1, "blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # implicit's threadpool/BLAS hints
         if gpu:
             import implicit.gpu

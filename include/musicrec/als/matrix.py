@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 import duckdb
 import numpy as np
@@ -31,7 +32,7 @@ class Interactions:
     train: sp.csr_matrix  # weights before the cut
     test: sp.csr_matrix  # weights from the cut on
 
-    @property
+    @cached_property
     def full(self) -> sp.csr_matrix:
         return (self.train + self.test).tocsr()
 
