@@ -17,6 +17,7 @@ PIPELINE: list[tuple[str, dict[str, Any]]] = [
     ("listens_import", {"dataset": "lastfm-1k"}),
     ("catalog_sync", {}),
     ("als_training", {}),
+    ("lyrics_enrichment", {}),
 ]
 
 

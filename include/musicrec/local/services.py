@@ -73,7 +73,8 @@ def milvus_ready(port: int) -> bool:
     try:
         from pymilvus import MilvusClient
 
-        client = MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=2)
+        # dedicated: a pooled handler with this 2 s timeout would be reused (and fail) by later clients
+        client = MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=2, dedicated=True)
         client.list_collections()
         client.close()
         return True

@@ -46,11 +46,13 @@ def collect_models(mongo_uri: str, milvus_uri: str, k: int = 10) -> dict[str, An
 
     from musicrec import recommend
     from musicrec.als.publish import active_model
+    from musicrec.lyrics.queue import status_counts
 
     with MongoClient(mongo_uri, serverSelectionTimeoutMS=3000) as client:
         db = client["musicrec"]
         out: dict[str, Any] = {"songs": db["songs"].count_documents({}), "users": db["users"].count_documents({}),
-                               "model": active_model(db), "user_id": None, "recommendations": []}
+                               "model": active_model(db), "user_id": None, "recommendations": [],
+                               "lyrics": status_counts(db)}
         if out["model"] is None:
             return out
         user = db["users"].find_one({"model_version": out["model"]["_id"]}, {"_id": 1}, sort=[("_id", 1)])
@@ -65,6 +67,7 @@ def collect_models(mongo_uri: str, milvus_uri: str, k: int = 10) -> dict[str, An
 
 def print_models(models: dict[str, Any]) -> None:
     print(f"mongo catalog: {models['songs']:,} songs, {models['users']:,} users")
+    print("  lyrics: " + ", ".join(f"{k} {v:,}" for k, v in models["lyrics"].items()))
     doc = models["model"]
     if doc is None:
         print("ALS: no active model")

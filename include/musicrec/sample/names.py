@@ -9,30 +9,9 @@ from __future__ import annotations
 
 import random
 import re
-import unicodedata
 
-# --- LRCLIB's normalization -------------------------------------------------------------------
-# Port of lrclib's `prepare_input` (server/src/utils.rs): lower + strip diacritics
-# (secular::lower_lay_string), punctuation -> space, apostrophes removed, collapse whitespace.
-_LRCLIB_PUNCT = re.compile(r"[`~!@#$%^&*()_|+\-=?;:\",.<>{}\[\]\\/]")
-_APOS = re.compile(r"['’]")
-_LAY = str.maketrans({"ø": "o", "Ø": "o", "æ": "ae", "Æ": "ae", "ß": "ss", "đ": "d", "ł": "l", "Ł": "l",
-                      "œ": "oe", "Œ": "oe", "ı": "i"})
-
-
-def lay(text: str) -> str:
-    """Lowercase without diacritics (``Café`` -> ``cafe``); non-Latin scripts are kept."""
-    if text.isascii():  # fast path: most names
-        return text.lower()
-    decomposed = unicodedata.normalize("NFKD", text.translate(_LAY))
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
-
-
-def lrclib_lower(text: str) -> str:
-    """What LRCLIB stores in ``name_lower``/``artist_name_lower``/``album_name_lower``."""
-    out = _LRCLIB_PUNCT.sub(" ", lay(text))
-    out = _APOS.sub("", out).lower()
-    return " ".join(out.split())
+# LRCLIB's normalization: the lyrics library owns it, and the dump is written with the same function
+from musicrec.lyrics.normalize import lay, lrclib_lower  # noqa: F401
 
 
 def match_key(text: str) -> str:

@@ -1,0 +1,105 @@
+"""Thin operators of ``lyrics_enrichment``: resolve the provider and connections; call ``musicrec.lyrics``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator, Variable
+from airflow.sdk.exceptions import AirflowSkipException
+
+from musicrec.lyrics import enrich, queue
+from musicrec_airflow.hooks.lrclib import LrclibHook
+from musicrec_airflow.hooks.mongo import mongo_database
+
+DUMP_VARIABLE = "musicrec_lrclib_dump"
+PROVIDERS = ("auto", "api", "dump")
+
+
+def dump_path(param: str | None) -> str:
+    """The dump file: the param, else Variable ``musicrec_lrclib_dump``, else ''."""
+    return (param or "").strip() or (Variable.get(DUMP_VARIABLE, default="") or "").strip()
+
+
+def resolve_provider(provider: str, dump: str) -> str:
+    if provider not in PROVIDERS:
+        raise ValueError(f"provider {provider!r}: one of {PROVIDERS}")
+    if provider == "auto":
+        return "dump" if dump and Path(dump).exists() else "api"
+    if provider == "dump" and not dump:
+        raise ValueError(f"provider dump needs param dump_path or Variable {DUMP_VARIABLE}")
+    return provider
+
+
+class LyricsPlanOperator(BaseOperator):
+    """Plans chunks of the pending queue (popularity order) for one provider: returns their bounds
+    (small) when ``provider`` resolves to ``for_provider``, else ``[]`` (its mapped fetch is skipped)."""
+
+    template_fields: Sequence[str] = ("provider", "max_songs", "max_chunks", "max_attempts", "dump_path")
+
+    def __init__(self, *, for_provider: str, provider: str = "auto", max_songs: int | str = 100000,
+                 max_chunks: int | str = 4, max_attempts: int | str = 5, dump_path: str = "",
+                 mongo_conn_id: str = "mongo_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.for_provider, self.provider, self.max_songs, self.max_chunks = for_provider, provider, max_songs, max_chunks
+        self.max_attempts, self.dump_path, self.mongo_conn_id = max_attempts, dump_path, mongo_conn_id
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        dump = dump_path(self.dump_path)
+        provider = resolve_provider(str(self.provider), dump)
+        if provider != self.for_provider:
+            self.log.info("provider is %s: nothing for %s", provider, self.for_provider)
+            return []
+        db = mongo_database(self.mongo_conn_id)
+        queue.ensure_indexes(db)
+        chunks = queue.plan(db, max_songs=int(self.max_songs), max_chunks=int(self.max_chunks),
+                            max_attempts=int(self.max_attempts))
+        self.log.info("lyrics queue: %d pending songs in %d chunks, provider %s%s; store now: %s",
+                      sum(c.songs for c in chunks), len(chunks), provider, f" ({dump})" if provider == "dump" else "",
+                      queue.status_counts(db))
+        return [c.as_dict() for c in chunks]
+
+
+class LyricsFetchOperator(BaseOperator):
+    """One chunk through the dump or the API (mapped over the plan's chunks)."""
+
+    template_fields: Sequence[str] = ("chunk", "dump_path", "base_url", "rate_per_s", "concurrency")
+
+    def __init__(self, *, provider: str, chunk: dict[str, Any] | None = None, dump_path: str = "",
+                 base_url: str = "", rate_per_s: float | str = 2.0, concurrency: int | str = 4,
+                 lrclib_conn_id: str = LrclibHook.default_conn_name, mongo_conn_id: str = "mongo_default",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.provider, self.chunk, self.dump_path, self.base_url = provider, chunk, dump_path, base_url
+        self.rate_per_s, self.concurrency = rate_per_s, concurrency
+        self.lrclib_conn_id, self.mongo_conn_id = lrclib_conn_id, mongo_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        chunk = queue.Chunk.from_dict(self.chunk or {})
+        db = mongo_database(self.mongo_conn_id)
+        if self.provider == "dump":
+            return enrich.run_dump_chunk(db, chunk, dump_path(self.dump_path))
+        settings = LrclibHook(self.lrclib_conn_id).settings()
+        base = (self.base_url or "").strip() or settings["base_url"]
+        rate = float(self.rate_per_s) if str(self.rate_per_s).strip() != "" else settings.get("rate_per_s", 2.0)
+        self.log.info("LRCLIB API %s, %.2f requests/s, concurrency %s", base, rate, self.concurrency)
+        return enrich.run_api_chunk(db, chunk, base, rate_per_s=rate, concurrency=int(self.concurrency),
+                                    timeout_s=settings.get("timeout_s", 10.0))
+
+
+class LyricsReportOperator(BaseOperator):
+    """Store-wide status counts after the chunks; skips (no ``mongo_lyrics`` event) when nothing ran."""
+
+    def __init__(self, *, plan_task_ids: Sequence[str] = ("plan_dump", "plan_api"),
+                 mongo_conn_id: str = "mongo_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan_task_ids, self.mongo_conn_id = list(plan_task_ids), mongo_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        planned = sum(c["songs"] for t in self.plan_task_ids for c in (context["ti"].xcom_pull(task_ids=t) or []))
+        counts = queue.status_counts(mongo_database(self.mongo_conn_id))
+        self.log.info("lyrics: %d songs planned this run; store: %s", planned, counts)
+        if not planned:
+            raise AirflowSkipException(f"no pending songs; store: {counts}")
+        return counts
