@@ -123,3 +123,47 @@ def test_gz_dump_unpacks_once_and_short_space_is_a_clear_error(tiny_sample, tmp_
     (tmp_path / "not-a-dump.sqlite3").write_bytes(b"")
     with pytest.raises(dump.DumpError, match="not an LRCLIB dump"):
         dump.DumpProvider(tmp_path / "not-a-dump.sqlite3")
+
+
+def handmade_dump(path, records):
+    """A dump in LRCLIB's schema holding ``records`` = (name, artist, album, duration, plain, instrumental)."""
+    import sqlite3
+
+    from musicrec.lyrics.normalize import lrclib_lower
+    from musicrec.sample.lrclib_dump import FTS, SCHEMA
+
+    con = sqlite3.connect(path)
+    con.executescript(SCHEMA)
+    for n, (name, artist, album, duration, plain, instrumental) in enumerate(records, 1):
+        con.execute("INSERT INTO tracks (id, name, name_lower, artist_name, artist_name_lower, album_name, "
+                    "album_name_lower, duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (n, name, lrclib_lower(name), artist, lrclib_lower(artist), album, lrclib_lower(album or ""),
+                     duration))
+        con.execute("INSERT INTO lyrics (plain_lyrics, track_id, has_plain_lyrics, instrumental) VALUES (?, ?, ?, ?)",
+                    (plain, n, plain is not None, instrumental))
+    con.executescript(FTS)
+    con.commit()
+    con.close()
+    return path
+
+
+def test_dump_lookups_on_handmade_records(tmp_path):
+    path = handmade_dump(tmp_path / "d.sqlite3", [
+        ("Song (feat. Guest) (Live)", "Ann", None, 200.0, "live words", False),  # 1: credit inside
+        ("Blue Moon Rising", "Ann", None, 200.0, "decoy words", False),  # 2: a longer title
+        ("BLUE MOON [ft. Bo]", "Ann and the Wolves", "Nights", 201.0, "moon words", False),  # 3
+        ("Blue Moon", "Ann and the Wolves", "Other", 260.0, "other recording", False),  # 4: 59 s longer
+        ("Quiet", "Ann", None, 100.0, None, True),  # 5: instrumental
+        ("Rock and Roll", "Zed", None, 180.0, "rock words", False),  # 6
+    ])
+    with dump.DumpProvider(path) as provider:
+        outs = provider.lookup_many([
+            Song("a", "Song (Live)", "Ann"),
+            Song("b", "Blue Moon", "Ann & the Wolves", duration_s=200.0),
+            Song("c", "Quiet", "Ann"),
+            Song("d", "Rock & Roll", "Zed"),
+            Song("e", "Blue Moon Rising Again", "Ann"),
+        ])
+    got = [(o.status, o.lrclib_id) for o in outs]
+    assert got == [("found", 1), ("found", 3), ("instrumental", 5), ("found", 6), ("not_found", None)]
+    assert outs[1].plain == "moon words" and outs[1].sha256

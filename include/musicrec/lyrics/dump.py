@@ -2,11 +2,14 @@
 
 Two passes per batch, both through the dump's indexes (the dump is never loaded into memory):
 
-1. exact: a temp table of the batch's ``lrclib_lower(title)``/``lrclib_lower(artist)`` joined to
-   ``tracks`` on ``name_lower``/``artist_name_lower`` (index ``idx_tracks_name_lower``);
-2. search, for songs the first pass did not settle: the FTS5 table ``tracks_fts`` with the title's
-   words in ``name_lower`` and the artist's in ``artist_name_lower`` (≤ 20 candidates, like the API's
-   ``/api/search``), so ``Title (feat. X)``, ``A and B`` for ``A & B`` and re-cased names are found.
+1. titles: a temp table of each song's title keys joined to ``tracks`` by a range on ``name_lower``
+   (index ``idx_tracks_name_lower``): records named exactly like the title (LRCLIB's lowering, with
+   ``&`` dropped or spelled ``and``) or like it plus a credit (``title feat x``); every artist of that
+   title comes back and the scorer picks (re-cased names, ``A and B`` for ``A & B``, ``Artist feat. X``);
+2. search, for songs of several parts (brackets, dashes) that the first pass left ``not_found``
+   (``use_fts``), whose record may carry a credit inside the title: the FTS5 table ``tracks_fts``
+   with the title's words in ``name_lower`` and the artist's in ``artist_name_lower`` (≤ 20 by rank,
+   like the API's ``/api/search``), which finds the same words in another order.
 
 Both passes score candidates with :mod:`musicrec.lyrics.match`, so statuses equal the API provider's.
 A ``.gz`` dump is decompressed once, streaming, to a file beside it.
@@ -18,6 +21,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import struct
@@ -25,12 +29,16 @@ from collections import defaultdict
 from pathlib import Path
 
 from musicrec.lyrics.match import THRESHOLD, Candidate, Outcome, Song, outcome_of
-from musicrec.lyrics.normalize import lrclib_lower, query_words
+from musicrec.lyrics.normalize import lrclib_lower, query_words, strip_credits
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "dump"
 SEARCH_LIMIT = 20
+_CREDIT_GLOB = "[ftw][et]*"  # after "<key> ": feat…, ft…, featuring…, with…
+# Pass 1 sees "<title>" and "<title> <credit>"; a record the scorer accepts but pass 1 cannot see has
+# its credit *inside* the title ("Song (feat. X) (Live)"), which needs a title of several parts.
+_MULTI_PART = re.compile(r"[(\[{/:–—-]")
 _COLUMNS = ("t.id, t.name, t.artist_name, t.album_name, t.duration, coalesce(l.instrumental, 0), "
             "l.plain_lyrics, l.synced_lyrics")
 
@@ -86,9 +94,10 @@ class DumpProvider:
 
     name = PROVIDER
 
-    def __init__(self, path: str | os.PathLike[str], threshold: float = THRESHOLD) -> None:
+    def __init__(self, path: str | os.PathLike[str], threshold: float = THRESHOLD, use_fts: bool = True) -> None:
         self.path = ensure_unpacked(path)
         self.threshold = threshold
+        self.use_fts = use_fts
         self.con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         self.con.execute("PRAGMA temp_store = MEMORY")
         self.con.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache
@@ -97,7 +106,7 @@ class DumpProvider:
         missing = {"tracks", "lyrics", "tracks_fts"} - tables
         if missing:
             raise DumpError(f"{self.path} is not an LRCLIB dump: tables {sorted(missing)} are missing")
-        self.con.execute("CREATE TEMP TABLE IF NOT EXISTS q (i INTEGER PRIMARY KEY, name TEXT, artist TEXT)")
+        self.con.execute("CREATE TEMP TABLE IF NOT EXISTS q (i INTEGER, lo TEXT, hi TEXT)")
 
     def close(self) -> None:
         self.con.close()
@@ -110,11 +119,11 @@ class DumpProvider:
 
     def lookup_many(self, songs: list[Song]) -> list[Outcome]:
         """One outcome per song, in order."""
-        exact = self._exact(songs)
-        out: list[Outcome] = []
+        candidates = self._candidates(songs)
+        out = []
         for i, song in enumerate(songs):
-            result = outcome_of(song, exact.get(i, []), PROVIDER, self.threshold) if i in exact else None
-            if result is None or result.status == "not_found":
+            result = outcome_of(song, candidates.get(i, []), PROVIDER, self.threshold)
+            if result.status == "not_found" and self.use_fts and _MULTI_PART.search(song.title):
                 result = outcome_of(song, self._search(song), PROVIDER, self.threshold)
             out.append(result)
         return out
@@ -122,22 +131,28 @@ class DumpProvider:
     def lookup(self, song: Song) -> Outcome:
         return self.lookup_many([song])[0]
 
-    def _exact(self, songs: list[Song]) -> dict[int, list[Candidate]]:
+    def _candidates(self, songs: list[Song]) -> dict[int, list[Candidate]]:
+        """Every record whose ``name_lower`` is one of the song's title keys, or that key followed by a
+        credit (``key feat …``, ``key ft …``, ``key featuring …``), in one indexed range join."""
+        rows = []
+        for i, song in enumerate(songs):
+            for key in title_keys(song.title):
+                rows.append((i, key, key + " \U0010ffff"))
         cur = self.con.cursor()
         cur.execute("DELETE FROM q")
-        cur.executemany("INSERT INTO q VALUES (?, ?, ?)",
-                        ((i, lrclib_lower(s.title), lrclib_lower(s.artist)) for i, s in enumerate(songs)))
-        rows = cur.execute(f"""
+        cur.executemany("INSERT INTO q (i, lo, hi) VALUES (?, ?, ?)", rows)
+        found: dict[int, dict[int, Candidate]] = defaultdict(dict)
+        for row in cur.execute(f"""
             SELECT q.i, {_COLUMNS} FROM q
-            JOIN tracks t ON t.name_lower = q.name AND t.artist_name_lower = q.artist
+            JOIN tracks t ON t.name_lower BETWEEN q.lo AND q.hi
             LEFT JOIN lyrics l ON l.id = t.last_lyrics_id
-        """).fetchall()
-        found: dict[int, list[Candidate]] = defaultdict(list)
-        for row in rows:
-            found[row[0]].append(_candidate(row[1:]))
-        return found
+            WHERE t.name_lower = q.lo OR substr(t.name_lower, length(q.lo) + 2) GLOB '{_CREDIT_GLOB}'
+        """):
+            found[row[0]].setdefault(row[1], _candidate(row[1:]))
+        return {i: list(c.values()) for i, c in found.items()}
 
     def _search(self, song: Song) -> list[Candidate]:
+        """FTS5 search (``tracks_fts``), as the API's ``/api/search`` does: words in any order."""
         title, artist = query_words(song.title), query_words(song.artist)
         if not title:
             return []
@@ -151,6 +166,14 @@ class DumpProvider:
             WHERE tracks_fts MATCH ? ORDER BY f.rank LIMIT {SEARCH_LIMIT}
         """, (expr,)).fetchall()
         return [_candidate(r) for r in rows]
+
+
+def title_keys(title: str) -> list[str]:
+    """``name_lower`` values a record of this title can have before any credit: LRCLIB's lowering of
+    the title without its credit, with ``&`` dropped (LRCLIB's way) or spelled ``and``."""
+    bare = strip_credits(title)
+    keys = [lrclib_lower(bare), lrclib_lower(bare.replace("&", " and ").replace("+", " and "))]
+    return [k for n, k in enumerate(keys) if k and k not in keys[:n]]
 
 
 def _candidate(row: tuple) -> Candidate:
