@@ -105,7 +105,9 @@ def lyrics_update(song_id: str, outcome: Outcome, attempts_before: int, now: dat
 
 
 def status_counts(db: Database) -> dict[str, int]:
-    counts = {r["_id"] or "pending": r["n"] for r in db[SONGS].aggregate(
-        [{"$group": {"_id": "$lyrics.status", "n": {"$sum": 1}}}])}
-    return {s: counts.get(s, 0) for s in ("found", "not_found", "instrumental", "error", "pending")} | {
-        k: v for k, v in counts.items() if k not in ("found", "not_found", "instrumental", "error", "pending")}
+    """Songs per ``lyrics.status`` (no status counts as ``pending``)."""
+    counts = dict.fromkeys(("found", "not_found", "instrumental", "error", "pending"), 0)
+    for row in db[SONGS].aggregate([{"$group": {"_id": "$lyrics.status", "n": {"$sum": 1}}}]):
+        key = row["_id"] or "pending"
+        counts[key] = counts.get(key, 0) + row["n"]
+    return counts
