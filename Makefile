@@ -53,6 +53,9 @@ airflow: install
 
 bench: install
 	$(BIN)/python bench/lake_import.py
+	$(BIN)/python bench/lake_daily.py
+	$(BIN)/python bench/als.py
+	$(BIN)/python bench/lyrics.py
 
 lint: install
 	$(BIN)/ruff check .

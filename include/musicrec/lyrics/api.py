@@ -45,7 +45,9 @@ class RateLimiter:
     holds everyone back (a 429's Retry-After)."""
 
     def __init__(self, rate_per_s: float) -> None:
-        self.interval = 1.0 / rate_per_s if rate_per_s and rate_per_s > 0 else 0.0
+        # 3 % margin: requests reach the server with a few ms of jitter, and a server counting
+        # arrivals in a sliding window must never see rate_per_s + 1
+        self.interval = 1.03 / rate_per_s if rate_per_s and rate_per_s > 0 else 0.0
         self._next = 0.0
         self._paused_until = 0.0
         self._lock = asyncio.Lock()

@@ -2,10 +2,11 @@
 
 Two passes per batch, both through the dump's indexes (the dump is never loaded into memory):
 
-1. titles: a temp table of each song's title keys joined to ``tracks`` by a range on ``name_lower``
-   (index ``idx_tracks_name_lower``): records named exactly like the title (LRCLIB's lowering, with
-   ``&`` dropped or spelled ``and``) or like it plus a credit (``title feat x``); every artist of that
-   title comes back and the scorer picks (re-cased names, ``A and B`` for ``A & B``, ``Artist feat. X``);
+1. names: a temp table of each song's (title key, artist key) pairs joined to ``tracks`` by a range on
+   ``name_lower`` (index ``idx_tracks_name_lower``) and filtered on ``artist_name_lower``: records
+   named like the title (LRCLIB's lowering; ``&`` dropped, spelled ``and``, or ``and`` dropped) or
+   like it plus a credit (``title feat x``), by the artist or the artist plus a credit. Like the
+   API's search, names must match word for word (no typos); the scorer then decides;
 2. search, for songs of several parts (brackets, dashes) that the first pass left ``not_found``
    (``use_fts``), whose record may carry a credit inside the title: the FTS5 table ``tracks_fts``
    with the title's words in ``name_lower`` and the artist's in ``artist_name_lower`` (≤ 20 by rank,
@@ -35,7 +36,9 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "dump"
 SEARCH_LIMIT = 20
-_CREDIT_GLOB = "[ftw][et]*"  # after "<key> ": feat…, ft…, featuring…, with…
+CREDIT_WORDS = ("feat", "ft", "featuring", "with")  # how a credit starts once LRCLIB lowered it
+_CREDIT_GLOB = "[ftw][et]*"  # after "<artist key> ": feat…, ft…, featuring…, with…
+_TOP = "\U0010ffff"  # sorts after every character: "<key> " .. "<key> <TOP>" = every "<key> …"
 # Pass 1 sees "<title>" and "<title> <credit>"; a record the scorer accepts but pass 1 cannot see has
 # its credit *inside* the title ("Song (feat. X) (Live)"), which needs a title of several parts.
 _MULTI_PART = re.compile(r"[(\[{/:–—-]")
@@ -106,7 +109,7 @@ class DumpProvider:
         missing = {"tracks", "lyrics", "tracks_fts"} - tables
         if missing:
             raise DumpError(f"{self.path} is not an LRCLIB dump: tables {sorted(missing)} are missing")
-        self.con.execute("CREATE TEMP TABLE IF NOT EXISTS q (i INTEGER, lo TEXT, hi TEXT)")
+        self.con.execute("CREATE TEMP TABLE IF NOT EXISTS q (i INTEGER, lo TEXT, hi TEXT, a TEXT)")
 
     def close(self) -> None:
         self.con.close()
@@ -132,21 +135,27 @@ class DumpProvider:
         return self.lookup_many([song])[0]
 
     def _candidates(self, songs: list[Song]) -> dict[int, list[Candidate]]:
-        """Every record whose ``name_lower`` is one of the song's title keys, or that key followed by a
-        credit (``key feat …``, ``key ft …``, ``key featuring …``), in one indexed range join."""
+        """Records named like one of the song's title keys (or that key plus a credit) *and* credited to
+        one of its artist keys (or that key plus a credit), in one join on ``name_lower``'s index.
+
+        Each title key probes the index with narrow ranges: the key itself, and ``key <credit> …``
+        for each credit word, so a one-word title never scans every longer title it starts."""
         rows = []
         for i, song in enumerate(songs):
-            for key in title_keys(song.title):
-                rows.append((i, key, key + " \U0010ffff"))
+            artists = name_keys(song.artist)
+            for title in name_keys(song.title):
+                ranges = [(title, title)] + [(f"{title} {w} ", f"{title} {w} {_TOP}") for w in CREDIT_WORDS]
+                rows.extend((i, lo, hi, artist) for lo, hi in ranges for artist in artists)
         cur = self.con.cursor()
         cur.execute("DELETE FROM q")
-        cur.executemany("INSERT INTO q (i, lo, hi) VALUES (?, ?, ?)", rows)
+        cur.executemany("INSERT INTO q (i, lo, hi, a) VALUES (?, ?, ?, ?)", rows)
         found: dict[int, dict[int, Candidate]] = defaultdict(dict)
         for row in cur.execute(f"""
             SELECT q.i, {_COLUMNS} FROM q
             JOIN tracks t ON t.name_lower BETWEEN q.lo AND q.hi
             LEFT JOIN lyrics l ON l.id = t.last_lyrics_id
-            WHERE t.name_lower = q.lo OR substr(t.name_lower, length(q.lo) + 2) GLOB '{_CREDIT_GLOB}'
+            WHERE t.artist_name_lower = q.a OR (t.artist_name_lower BETWEEN q.a AND q.a || ' {_TOP}'
+                  AND substr(t.artist_name_lower, length(q.a) + 2) GLOB '{_CREDIT_GLOB}')
         """):
             found[row[0]].setdefault(row[1], _candidate(row[1:]))
         return {i: list(c.values()) for i, c in found.items()}
@@ -168,11 +177,14 @@ class DumpProvider:
         return [_candidate(r) for r in rows]
 
 
-def title_keys(title: str) -> list[str]:
-    """``name_lower`` values a record of this title can have before any credit: LRCLIB's lowering of
-    the title without its credit, with ``&`` dropped (LRCLIB's way) or spelled ``and``."""
-    bare = strip_credits(title)
-    keys = [lrclib_lower(bare), lrclib_lower(bare.replace("&", " and ").replace("+", " and "))]
+def name_keys(name: str) -> list[str]:
+    """``*_lower`` values a record of this title or artist can have before any credit: LRCLIB's
+    lowering of the name without its credit, with ``&``/``+`` dropped (LRCLIB's way), spelled
+    ``and``, or ``and`` dropped (a record spelling ``&`` where we spell ``and``)."""
+    bare = strip_credits(name)
+    lowered = lrclib_lower(bare)
+    keys = [lowered, lrclib_lower(bare.replace("&", " and ").replace("+", " and ")),
+            " ".join(w for w in lowered.split() if w != "and")]
     return [k for n, k in enumerate(keys) if k and k not in keys[:n]]
 
 

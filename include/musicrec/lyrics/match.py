@@ -1,7 +1,7 @@
 """Songs, LRCLIB candidates, the scorer and the outcome of one lookup (shared by both providers).
 
 Score = 0.6·title similarity + 0.4·artist similarity on :func:`match_key` of both sides (0 when the
-title is below 0.9 or the artist below 0.8: a title with one more word is another song), then
+title is below 0.9 or the artist below 0.85: a title with one more word is another song), then
 −0.25 when both durations are known and differ by more than 2 s (−0.5 beyond 10 s), +0.02 when the
 albums agree. A candidate below ``threshold`` (0.85) is no match: a wrong song's lyrics are worse than
 none (``Blue Moon Rising`` must not answer ``Blue Moon``).
@@ -17,7 +17,7 @@ from musicrec.lyrics.normalize import match_key, similarity
 
 STATUSES = ("pending", "found", "not_found", "instrumental", "error")
 THRESHOLD = 0.85
-MIN_TITLE, MIN_ARTIST = 0.9, 0.8  # a title with an extra word ("Blue Moon Rising") is another song
+MIN_TITLE, MIN_ARTIST = 0.9, 0.85  # a title with an extra word ("Blue Moon Rising") is another song
 DURATION_TOLERANCE_S = 2.0
 
 
@@ -80,8 +80,8 @@ class Outcome:
 
 def score(song: Song, cand: Candidate, keys: tuple[str, str] | None = None) -> float:
     title_key, artist_key = keys or (match_key(song.title), match_key(song.artist))
-    title_sim = similarity(title_key, match_key(cand.title))
-    artist_sim = similarity(artist_key, match_key(cand.artist))
+    title_sim = similarity(title_key, match_key(cand.title), MIN_TITLE)
+    artist_sim = similarity(artist_key, match_key(cand.artist), MIN_ARTIST)
     if title_sim < MIN_TITLE or artist_sim < MIN_ARTIST:  # another song, however close the rest is
         return 0.0
     s = 0.6 * title_sim + 0.4 * artist_sim

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from difflib import SequenceMatcher
+from functools import lru_cache
 
 _LRCLIB_PUNCT = re.compile(r"[`~!@#$%^&*()_|+\-=?;:\",.<>{}\[\]\\/]")
 _APOS = re.compile(r"['’]")
@@ -23,6 +24,8 @@ _LAY = str.maketrans({"ø": "o", "Ø": "o", "æ": "ae", "Æ": "ae", "ß": "ss", 
 _FEAT_BRACKETED = re.compile(r"\s*[(\[{]\s*(?:feat|ft|featuring|with)\b\.?[^)\]}]*[)\]}]", re.IGNORECASE)
 _FEAT_TRAILING = re.compile(r"\s+(?:feat|ft|featuring)\b\.?\s.*$", re.IGNORECASE)
 _AND = re.compile(r"\s*[&+]\s*")
+_PLAIN = re.compile(r"[A-Za-z0-9 ]*")
+_MAYBE_CREDIT = re.compile(r"\b(?:feat|ft|featuring|with)\b", re.IGNORECASE)
 
 
 def lay(text: str) -> str:
@@ -35,6 +38,8 @@ def lay(text: str) -> str:
 
 def lrclib_lower(text: str) -> str:
     """What LRCLIB stores in its ``*_lower`` columns for ``text``."""
+    if _PLAIN.fullmatch(text):  # fast path: letters, digits and spaces only (most names)
+        return " ".join(text.lower().split())
     out = _LRCLIB_PUNCT.sub(" ", lay(text))
     out = _APOS.sub("", out).lower()
     return " ".join(out.split())
@@ -42,11 +47,14 @@ def lrclib_lower(text: str) -> str:
 
 def strip_credits(text: str) -> str:
     """``Song (feat. X)`` → ``Song``; ``Artist feat. X`` → ``Artist``."""
+    if not _MAYBE_CREDIT.search(text):  # fast path: no credit word at all
+        return text.strip()
     out = _FEAT_BRACKETED.sub("", text)
     out = _FEAT_TRAILING.sub("", out)
     return out.strip() or text.strip()
 
 
+@lru_cache(maxsize=1 << 17)  # names repeat (an artist's every song, a title's every candidate)
 def match_key(text: str | None) -> str:
     """The key both sides are compared by: credits removed, ``&``/``+`` = ``and``, LRCLIB-lowered."""
     if not text:
@@ -59,12 +67,16 @@ def query_words(text: str) -> list[str]:
     return [w for w in match_key(text).split() if w != "and"]
 
 
-def similarity(a: str, b: str) -> float:
+def similarity(a: str, b: str, minimum: float = 0.0) -> float:
     """0..1 similarity of two match keys: 1.0 when equal, 0.0 when the word counts differ (a word more
     or less makes another song: ``Blue Moon Rising`` is not ``Blue Moon``), else the character-level
-    ratio (typos)."""
+    ratio (typos); 0.0 as soon as it is certain to be below ``minimum``."""
     if a == b:
         return 1.0
     if not a or not b or a.count(" ") != b.count(" "):
         return 0.0
-    return SequenceMatcher(None, a, b, autojunk=False).ratio()
+    matcher = SequenceMatcher(None, a, b, autojunk=False)
+    # cheap upper bounds first (as difflib.get_close_matches does): most pairs stop here
+    if matcher.real_quick_ratio() < minimum or matcher.quick_ratio() < minimum:
+        return 0.0
+    return matcher.ratio()
