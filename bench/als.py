@@ -27,8 +27,10 @@ for the whole process (``ru_maxrss``).
     python bench/als.py --backends raw-implicit implicit-cpu --no-loss
     python bench/als.py --repeat 3                    # interleaved runs, each backend's fastest kept
 
-Other processes on the machine skew the wall times (2 cores here): the load average is printed per
-run, and the CPU seconds of each fit beside the wall time; use ``--repeat`` on a busy machine.
+Other processes on the machine skew the figures (2 cores here: runs under a load average of 2-5 moved
+the ratios by +-30-50%): the load average is printed per run, and the process CPU seconds of each fit
+beside the wall time (those shift under load too, OpenMP threads spin while they wait); measure on a
+quiet machine, or use ``--repeat`` to interleave the backends and keep each one's fastest run.
 
 Figures are written as JSON to ``bench/results/als.json`` (``--json PATH`` to change).
 """
@@ -226,7 +228,7 @@ def run_backend(conf: sp.csr_matrix, iterations: int, backend: str) -> dict:
                 fig, x, y = run_musicrec(conf, iterations, backend)
     except Exception as exc:  # noqa: BLE001 - report the failure and go on with the others
         return {"error": f"{exc.__class__.__name__}: {exc}", "peak_rss_gb": peak_rss_gb()}
-    fig["cpu_seconds"] = time.process_time() - cpu  # every thread of this process; less sensitive to load
+    fig["cpu_seconds"] = time.process_time() - cpu  # every thread of this process
     fig["load_before"], fig["load_after"] = load_before, os.getloadavg()[0]
     fig["s_per_iteration"] = per_iteration(fig["per_iteration"])
     fig["peak_rss_gb"] = peak_rss_gb()
@@ -325,7 +327,7 @@ def print_table(name: str, out: dict) -> None:
               f"{'met' if r <= TARGET_RATIO else 'MISSED'}")
         c = ratios["implicit-cpu/raw-implicit CPU seconds"] = (figs["implicit-cpu"]["cpu_seconds"]
                                                                / figs["raw-implicit"]["cpu_seconds"])
-        print(f"musicrec train step / raw implicit by CPU seconds of the fit = {c:.2f} (insensitive to other load)")
+        print(f"musicrec train step / raw implicit by CPU seconds of the fit = {c:.2f}")
     if raw and "torch-cpu" in figs:
         r = ratios["torch-cpu/raw-implicit"] = figs["torch-cpu"]["s_per_iteration"] / raw
         print(f"torch CPU / raw implicit = {r:.2f}")
