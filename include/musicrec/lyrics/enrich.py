@@ -101,15 +101,13 @@ def run_api_chunk(db: Database, chunk: queue.Chunk, base_url: str, *, rate_per_s
 async def _api(todo: Iterable[tuple[Song, int]], base_url: str, api_kwargs: dict[str, Any],
                sink: Callable[[Song, int, Outcome], None]) -> dict[str, int]:
     async with LrclibApi(base_url, **api_kwargs) as api:
-        songs = list(todo)
         window = max(1, api_kwargs.get("concurrency", 4)) * 2  # bounded: no task per song up front
         pending: set[asyncio.Task] = set()
-        it = iter(songs)
 
         async def one(song: Song, attempts: int) -> tuple[Song, int, Outcome]:
             return song, attempts, await api.lookup(song)
 
-        for song, attempts in it:
+        for song, attempts in todo:
             pending.add(asyncio.create_task(one(song, attempts)))
             if len(pending) >= window:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from pymilvus import DataType, MilvusClient
 
+from musicrec.vectors import stale_versions, versioned
+
 log = logging.getLogger(__name__)
 
 ID_FIELD, VECTOR_FIELD = "track_id", "embedding"
@@ -253,17 +255,12 @@ def swap_alias(client: MilvusClient, alias: str, name: str) -> str | None:
 
 
 def versions(client: MilvusClient, alias: str) -> list[str]:
-    prefix = f"{alias}_v"
-    return sorted(n for n in client.list_collections() if n.startswith(prefix))
+    return versioned(client.list_collections(), alias)
 
 
 def drop_versions(client: MilvusClient, alias: str, keep: Iterable[str]) -> list[str]:
     """Drop ``<alias>_v*`` collections not in ``keep``; never the alias' target."""
-    keep = set(keep)
-    target = alias_target(client, alias)
-    if target:
-        keep.add(target)
-    dropped = [n for n in versions(client, alias) if n not in keep]
+    dropped = stale_versions(client.list_collections(), alias, keep, alias_target(client, alias))
     for n in dropped:
         client.drop_collection(n)
         log.info("dropped Milvus collection %s", n)

@@ -13,6 +13,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from musicrec.ids import point_id
+from musicrec.vectors import stale_versions, versioned
 from musicrec.vectors.milvus import DimensionMismatch, VectorStoreError, parquet_dim, read_vectors
 
 log = logging.getLogger(__name__)
@@ -96,17 +97,17 @@ def swap_alias(client: QdrantClient, alias: str, name: str) -> str | None:
     return before
 
 
+def _names(client: QdrantClient) -> list[str]:
+    return [c.name for c in client.get_collections().collections]
+
+
 def versions(client: QdrantClient, alias: str) -> list[str]:
-    prefix = f"{alias}_v"
-    return sorted(c.name for c in client.get_collections().collections if c.name.startswith(prefix))
+    return versioned(_names(client), alias)
 
 
 def drop_versions(client: QdrantClient, alias: str, keep: Iterable[str]) -> list[str]:
-    keep = set(keep)
-    target = alias_target(client, alias)
-    if target:
-        keep.add(target)
-    dropped = [n for n in versions(client, alias) if n not in keep]
+    """Drop ``<alias>_v*`` collections not in ``keep``; never the alias' target."""
+    dropped = stale_versions(_names(client), alias, keep, alias_target(client, alias))
     for n in dropped:
         client.delete_collection(n)
     return dropped
