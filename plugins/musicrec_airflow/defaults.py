@@ -26,3 +26,8 @@ def default_args(**overrides: Any) -> dict[str, Any]:
 
 def gpu_queue() -> str:
     return settings.gpu_queue()
+
+
+def truthy(value: Any) -> bool:
+    """A rendered template or param as a boolean (``"True"``, ``"1"``, ``"yes"``)."""
+    return str(value).strip().lower() in {"true", "1", "yes"}

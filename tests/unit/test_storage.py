@@ -55,3 +55,21 @@ def test_publish_and_fetch_on_s3(s3_endpoint, tmp_path):
     storage.write_json_atomic(root / "models" / "m.json", {"ok": True})
     assert storage.read_json(root / "models" / "m.json") == {"ok": True}
     assert [p.name for p in storage.list_files(root / "models")] == ["m.json", "x.bin"]
+
+
+def test_local_file_of_an_s3_lake_is_fetched_fresh(s3_endpoint, tmp_path):
+    """Without a checksum a cached copy could be stale: a replaced model artifact must be re-read."""
+    from musicrec.catalog.listens import local_file
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="lake-local-file")
+    root = UPath("s3://lake-local-file", endpoint_url=s3_endpoint, key="testing", secret="testing")
+    for payload in (b"version one", b"version two, longer"):
+        src = tmp_path / "v.bin"
+        src.write_bytes(payload)
+        storage.publish_file(src, root / "models" / "v.bin")
+        assert local_file(root, "models/v.bin").read_bytes() == payload
+    local = UPath(tmp_path / "lake")
+    storage.write_json_atomic(local / "m.json", {"x": 1})
+    assert local_file(local, "m.json") == storage.local_path(local / "m.json")  # no copy on disk
+    with pytest.raises(FileNotFoundError, match="missing"):
+        local_file(local, "nope.parquet")

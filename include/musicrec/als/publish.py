@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,16 +76,12 @@ def gate(db: Database, version: str, *, min_lift: float = 1.1, tolerance: float 
     return decision | {"reason": "passed"}
 
 
-def local_artifact(root: LakePath, rel: str, cache: Path | None = None) -> Path:
-    return listens.local_files(root, [{"_id": rel}], cache)[0]
-
-
 # ----------------------------------------------------------------------------- steps
 
 def publish_milvus(client, root: LakePath, version: str, item_rel: str, *, index: mv.IndexSpec | None = None
                    ) -> dict[str, Any]:
     name = collection_name(version)
-    path = local_artifact(root, item_rel)
+    path = listens.local_file(root, item_rel)
     counts = mv.upsert_parquet(client, name, path, id_col="track_id")
     desc = mv.ensure_index(client, name, index or mv.IndexSpec())
     recall = mv.verify_search(client, name, path)
@@ -98,7 +93,7 @@ def publish_milvus(client, root: LakePath, version: str, item_rel: str, *, index
 
 def publish_qdrant(client, root: LakePath, version: str, item_rel: str) -> dict[str, Any]:
     name = collection_name(version)
-    counts = qd.upsert_parquet(client, name, local_artifact(root, item_rel), payload={"model_version": version})
+    counts = qd.upsert_parquet(client, name, listens.local_file(root, item_rel), payload={"model_version": version})
     return counts | {"collection": name}
 
 
@@ -108,7 +103,7 @@ def publish_users(db: Database, root: LakePath, version: str, user_rel: str, *, 
     now = datetime.now(UTC)
     written = 0
     total = 0
-    for ids, vecs in mv.read_vectors(local_artifact(root, user_rel), "user_id", "vector", IN_CHUNK):
+    for ids, vecs in mv.read_vectors(listens.local_file(root, user_rel), "user_id", "vector", IN_CHUNK):
         if not np.isfinite(vecs).all():
             raise mv.VectorStoreError(f"{user_rel} holds NaN/inf vectors")
         existing = {d["_id"]: d for d in db["users"].find({"_id": {"$in": ids}}, {"latent_vector": 1,

@@ -83,6 +83,22 @@ def local_files(root: LakePath, docs: Sequence[dict[str, Any]], cache_dir: Path 
     return out
 
 
+def local_file(root: LakePath, rel: str) -> Path:
+    """A local OS path of one lake file without a known checksum: the file itself on a local lake,
+    else a fresh copy fetched on every call (no sha256 to key a cache on, so none could be trusted)."""
+    src = root / rel
+    if storage.is_local(src):
+        path = storage.local_path(src)
+        if not path.exists():
+            raise FileNotFoundError(f"lake file {rel} is missing at {path}")
+        return path
+    dest = staging_dir() / "lake-fetch" / rel
+    tmp = dest.with_name(dest.name + ".part")
+    storage.fetch_to_local(src, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute(f"SET memory_limit='{duckdb_memory_limit()}'")

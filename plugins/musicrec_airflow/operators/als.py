@@ -11,14 +11,11 @@ from airflow.sdk.exceptions import AirflowSkipException
 from musicrec.als import model, publish
 from musicrec.als.params import AlsParams
 from musicrec_airflow.anchor import run_anchor
+from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.hooks.qdrant import QdrantLocalHook
 from musicrec_airflow.lake import lake_root
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in {"true", "1", "yes"}
 
 
 def params_from_context(params: dict[str, Any]) -> AlsParams:
@@ -78,7 +75,7 @@ class AlsGateOperator(_AlsStep):
         db = mongo_database(self.mongo_conn_id)
         try:
             decision = publish.gate(db, summary["version"], min_lift=float(p.get("min_lift", 1.1)),
-                                    tolerance=float(p.get("tolerance", 0.02)), force=_truthy(p.get("force")))
+                                    tolerance=float(p.get("tolerance", 0.02)), force=truthy(p.get("force")))
         except publish.GateRefused as refused:
             db[model.MODELS].update_one({"_id": summary["version"]},
                                         {"$set": {"gate": {"passed": False, "reason": str(refused)}}})

@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator
 
 from musicrec.catalog import sync
 from musicrec_airflow.anchor import run_anchor
+from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.lake import lake_root
 
@@ -28,7 +29,7 @@ class CatalogSyncOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         db = mongo_database(self.mongo_conn_id)
         anchor = run_anchor(context, db)
-        force = str(self.force).strip().lower() in {"true", "1", "yes"}
+        force = truthy(self.force)
         self.log.info("catalog sync as of %s (trending_days=%s, force=%s)", anchor, self.trending_days, force)
         result = sync.sync_catalog(lake_root(), db, anchor, trending_days=int(self.trending_days), force=force)
         return result.as_dict()

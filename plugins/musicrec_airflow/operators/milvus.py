@@ -12,14 +12,10 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from musicrec.catalog.listens import local_files
+from musicrec.catalog.listens import local_file
 from musicrec.vectors import milvus as mv
 from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.lake import lake_root
-
-
-def _local(rel: str):
-    return local_files(lake_root(), [{"_id": rel}])[0]
 
 
 class MilvusUpsertOperator(BaseOperator):
@@ -42,7 +38,7 @@ class MilvusUpsertOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         hook = MilvusHook(self.milvus_conn_id)
-        return mv.upsert_parquet(hook.conn, self.collection, _local(self.parquet_path), id_col=self.id_column,
+        return mv.upsert_parquet(hook.conn, self.collection, local_file(lake_root(), self.parquet_path), id_col=self.id_column,
                                  vector_col=self.vector_column, batch_rows=self.batch_size,
                                  delete_missing=self.delete_missing)
 
@@ -77,7 +73,7 @@ class MilvusIndexOperator(BaseOperator):
         out: dict[str, Any] = {"collection": self.collection, "index_type": desc.get("index_type"),
                                "metric_type": desc.get("metric_type"), "indexed_rows": desc.get("indexed_rows")}
         if self.verify_parquet:
-            out["recall"] = mv.verify_search(client, self.collection, _local(self.verify_parquet),
+            out["recall"] = mv.verify_search(client, self.collection, local_file(lake_root(), self.verify_parquet),
                                              metric=spec.metric_type, field=self.field)
         self.log.info("index: %s", out)
         return out
