@@ -107,7 +107,11 @@ def test_publish_serves_the_model_and_a_rerun_changes_nothing(stores):
     with_vec = db["users"].count_documents({"model_version": version, "latent_vector": {"$exists": True}})
     assert with_vec == users.num_rows
 
+    # a Milvus restart leaves every collection released: serving and a re-run load it again
+    milvus.release_collection(name)
+    assert len(recommend.home(users.column("user_id")[0].as_py(), 3, db=db, milvus=milvus, exclude=[])) == 3
     before = snapshot(db, milvus, qdrant)
+    milvus.release_collection(name)
     again, out2 = train_and_publish(root, db, milvus, qdrant, WEEK2)
     assert again["reused"] is True and out2["users"]["written"] == 0
     assert snapshot(db, milvus, qdrant) == before

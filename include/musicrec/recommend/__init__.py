@@ -52,9 +52,11 @@ def user_vector(db: Database, user_id: str) -> tuple[np.ndarray, str]:
 def serving_collection(client, version: str, alias: str = ALIAS) -> str:
     target = mv.alias_target(client, alias)
     if target is not None and version_of(target, alias) == version:
+        mv.ensure_loaded(client, target)
         return alias
     own = collection_name(version, alias)
     if client.has_collection(own):
+        mv.ensure_loaded(client, own)
         return own
     raise NoRecommendations(f"model {version} is no longer served (alias {alias} -> {target})")
 

@@ -63,6 +63,7 @@ def ensure_collection(client: MilvusClient, name: str, dim: int, *, id_field: st
         if have != dim:
             raise DimensionMismatch(f"collection {name} has {vector_field} dim {have}, the vectors have {dim}: "
                                     "drop it or publish under another version")
+        ensure_loaded(client, name)
         return False
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
     schema.add_field(id_field, DataType.VARCHAR, is_primary=True, max_length=ID_MAX_LENGTH)
@@ -70,6 +71,14 @@ def ensure_collection(client: MilvusClient, name: str, dim: int, *, id_field: st
     client.create_collection(name, schema=schema, consistency_level="Strong")
     log.info("created Milvus collection %s (dim %d)", name, dim)
     return True
+
+
+def ensure_loaded(client: MilvusClient, name: str) -> None:
+    """Load ``name`` when it has an index but is released — as every collection is after a server
+    restart (Milvus Lite keeps data, not load state) — so queries and searches on it work."""
+    if "Loaded" not in str(client.get_load_state(name).get("state")) and client.list_indexes(name):
+        log.info("%s is released: loading it", name)
+        client.load_collection(name)
 
 
 def read_vectors(path: str | Path, id_col: str, vector_col: str = "vector", batch_rows: int = 2000
