@@ -245,3 +245,13 @@ def milvus_uri(tmp_root: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+# ----------------------------------------------------------------------------- embeddings fixtures
+
+@pytest.fixture(scope="session")
+def tiny_bge_m3(tmp_root: Path) -> Path:
+    """A tiny random XLM-R saved as a BGE-M3 directory (tokenizer trained on the fly), once per session."""
+    from tests.tiny_bge_m3 import build
+
+    return build(tmp_root / "tiny-bge-m3")

@@ -10,7 +10,7 @@ import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAG_IDS = {"listens_import", "listens_daily", "catalog_sync", "als_training"}
+EXPECTED_DAG_IDS = {"listens_import", "listens_daily", "catalog_sync", "als_training", "lyrics_embeddings"}
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +87,20 @@ def test_als_training_pools_and_queues(dagbag):
     for task_id in ("qdrant_mirror", "swap_alias", "activate"):
         assert dag.get_task(task_id).pool == "qdrant_local", task_id
     assert dag.get_task("activate").upstream_task_ids == {"swap_alias"}
+
+
+def test_lyrics_embeddings_wiring(dagbag):
+    """Asset-triggered on mongo_lyrics, emits milvus_lyrics_embeddings; encoding in pool gpu on the GPU
+    queue; every task that opens the local Qdrant in qdrant_local; prune only after the stamp."""
+    from musicrec import settings
+
+    dag = dagbag.dags["lyrics_embeddings"]
+    assert dag.max_active_runs == 1
+    assert set(dag.params) >= {"model", "batch_size", "device"}
+    assert "mongo_lyrics" in repr(getattr(dag.timetable, "asset_condition", dag.timetable))
+    embed = dag.get_task("embed")
+    assert (embed.pool, embed.queue) == ("gpu", settings.gpu_queue())
+    for task_id in ("qdrant_mirror", "activate", "prune"):
+        assert dag.get_task(task_id).pool == "qdrant_local", task_id
+    assert [o.name for o in dag.get_task("prune").outlets] == ["milvus_lyrics_embeddings"]
+    assert dag.get_task("prune").upstream_task_ids == {"stamp"}

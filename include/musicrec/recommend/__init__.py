@@ -3,7 +3,9 @@
 * ``home(user_id, k)``: the user's ``latent_vector`` → top-k tracks by inner product in
   ``music_collection``, excluding tracks the user played in the model's window.
 * ``next_song(user_id, current_track_id, k)``: the same search with the session vector
-  0.7·user + 0.3·(the current track's vector), also excluding the current track.
+  0.7·user + 0.3·(the current track's vector), also excluding the current track; with lyrics
+  embeddings (issue 5) blended with lyrics similarity: 0.6·minmax(ALS) + 0.4·minmax(lyrics).
+* ``hybrid.search(text, k)``: dense + sparse + BM25 lyrics search fused by reciprocal rank.
 
 A user vector is only ever searched against its own model's collection: the alias' target when the
 user's ``model_version`` matches it, else that version's collection while it still exists (a publish
@@ -22,6 +24,7 @@ from pymongo.database import Database
 from musicrec.als.params import ALIAS, collection_name, version_of
 from musicrec.catalog import listens
 from musicrec.lake.storage import LakePath
+from musicrec.recommend import hybrid
 from musicrec.vectors import milvus as mv
 
 USER_WEIGHT, TRACK_WEIGHT = 0.7, 0.3
@@ -112,7 +115,12 @@ def home(user_id: str, k: int = 10, *, db: Database, milvus, root: LakePath | No
 
 
 def next_song(user_id: str, current_track_id: str, k: int = 10, *, db: Database, milvus,
-              root: LakePath | None = None, exclude: Iterable[str] | None = None) -> list[Recommendation]:
+              root: LakePath | None = None, exclude: Iterable[str] | None = None, content: bool = True,
+              candidates: int | None = None) -> list[Recommendation]:
+    """Next songs after ``current_track_id``: ALS with the session vector, plus (``content``, when the
+    lyrics collection holds the current track) the lyrics-similarity term —
+    score = 0.6·minmax(ALS) + 0.4·minmax(lyrics similarity) over the union of both candidate sets
+    (``candidates`` each, default max(50, 5k)); a candidate missing from one side gets that side's minimum."""
     vector, version = user_vector(db, user_id)
     collection = serving_collection(milvus, version)
     rows = milvus.query(collection, ids=[current_track_id], output_fields=[mv.VECTOR_FIELD])
@@ -122,4 +130,28 @@ def next_song(user_id: str, current_track_id: str, k: int = 10, *, db: Database,
     session = USER_WEIGHT * vector + TRACK_WEIGHT * track
     skip = set(exclude) if exclude is not None else (played_tracks(root, db, user_id, version) if root else set())
     skip.add(current_track_id)
-    return _with_titles(db, _search(milvus, collection, session, k, skip))
+    lyrics_collection = hybrid.serving(milvus) if content else None
+    if lyrics_collection is None:
+        return _with_titles(db, _search(milvus, collection, session, k, skip))
+    n = candidates or max(50, 5 * k)
+    als = dict(_search(milvus, collection, session, n, skip))
+    current, similar = hybrid.similar(milvus, lyrics_collection, current_track_id, n, skip)
+    if current is None:  # no lyrics vector for the current track: the ALS order
+        return _with_titles(db, sorted(als.items(), key=lambda kv: -kv[1])[:k])
+    lyrics = dict(similar)
+    # fill each side's scores for the other side's candidates, so the blend compares like with like
+    only_lyrics = [t for t in lyrics if t not in als]
+    for tid, vec in _item_vectors(milvus, collection, only_lyrics).items():
+        als[tid] = float(session @ vec)
+    only_als = [t for t in als if t not in lyrics]
+    for tid, vec in hybrid.dense_vectors(milvus, lyrics_collection, only_als).items():
+        lyrics[tid] = float(current @ vec)
+    return _with_titles(db, hybrid.blend(als, lyrics)[:k])
+
+
+def _item_vectors(milvus, collection: str, ids: list[str]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for start in range(0, len(ids), 500):
+        for r in milvus.query(collection, ids=ids[start:start + 500], output_fields=[mv.ID_FIELD, mv.VECTOR_FIELD]):
+            out[r[mv.ID_FIELD]] = np.asarray(r[mv.VECTOR_FIELD], dtype=np.float32)
+    return out

@@ -156,9 +156,10 @@ class IndexSpec:
 
 
 def ensure_index(client: MilvusClient, name: str, spec: IndexSpec, *, field: str = VECTOR_FIELD,
-                 timeout_s: float = 600.0) -> dict[str, Any]:
+                 timeout_s: float = 600.0, load: bool = True) -> dict[str, Any]:
     """Create the index with exactly ``spec`` (re-create it when it differs), wait until it is built,
-    check it really was, load the collection. Returns the index description."""
+    check it really was, load the collection (unless ``load`` is False: a collection with several
+    vector fields loads once all are indexed). Returns the index description."""
     if is_lite(client) and spec.index_type not in LITE_BUILT_INDEXES:
         raise VectorStoreError(f"Milvus Lite accepts index type {spec.index_type} but never builds it; "
                                f"use one of {sorted(LITE_BUILT_INDEXES)}")
@@ -186,6 +187,8 @@ def ensure_index(client: MilvusClient, name: str, spec: IndexSpec, *, field: str
         time.sleep(1.0)
     if not _same_index(desc, spec):
         raise VectorStoreError(f"{name}: the server applied {desc}, not {spec}")
+    if not load:
+        return desc
     client.load_collection(name)
     state = client.get_load_state(name).get("state")
     if "Loaded" not in str(state):

@@ -1,7 +1,9 @@
 """Generic Milvus operators: Parquet vectors from the lake → a collection; build + verify + load an index.
 
 Both delegate to ``musicrec.vectors.milvus``; both are idempotent (upsert by primary key, stale keys
-deleted; an index that already matches is kept).
+deleted; an index that already matches is kept). Lyrics mode (``lyrics_embeddings``): the upsert takes
+the delta parts of the run from ``delta_task_id``'s XCom (``musicrec.embeddings.embed``) into the hybrid
+collection; the index operator builds every vector field of it (``hybrid=True``).
 """
 
 from __future__ import annotations
@@ -14,20 +16,28 @@ from airflow.sdk import BaseOperator
 
 from musicrec.catalog.listens import local_file
 from musicrec.vectors import milvus as mv
+from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.lake import lake_root
 
 
 class MilvusUpsertOperator(BaseOperator):
     """Upsert the vectors of a lake Parquet file (``id_column`` + fixed-size-list ``vector_column``) into
-    ``collection`` (created when missing: VARCHAR pk + FLOAT_VECTOR), then delete keys the file lacks."""
+    ``collection`` (created when missing: VARCHAR pk + FLOAT_VECTOR), then delete keys the file lacks.
+
+    With ``delta_task_id`` (lyrics mode) it upserts the lyrics delta parts that task's run wrote into the
+    hybrid collection named in its XCom (dense, sparse, text for BM25; validated before any write) and
+    deletes nothing: removals are the prune step's."""
 
     template_fields: Sequence[str] = ("collection", "parquet_path")
 
-    def __init__(self, *, collection: str, parquet_path: str, id_column: str = "track_id",
+    def __init__(self, *, collection: str = "", parquet_path: str = "", id_column: str = "track_id",
                  vector_column: str = "vector", batch_size: int = 2000, delete_missing: bool = True,
+                 delta_task_id: str | None = None, mongo_conn_id: str = "mongo_default",
                  milvus_conn_id: str = MilvusHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.delta_task_id = delta_task_id
+        self.mongo_conn_id = mongo_conn_id
         self.collection = collection
         self.parquet_path = parquet_path
         self.id_column = id_column
@@ -38,6 +48,19 @@ class MilvusUpsertOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         hook = MilvusHook(self.milvus_conn_id)
+        if self.delta_task_id:
+            from musicrec.embeddings import embed
+            from musicrec_airflow.hooks.mongo import mongo_database
+
+            info = context["ti"].xcom_pull(task_ids=self.delta_task_id)
+            if not info:
+                raise ValueError(f"no result from task {self.delta_task_id}")
+            if self.collection and self.collection != info["collection"]:
+                raise ValueError(f"collection {self.collection} != {info['collection']} of {self.delta_task_id}")
+            return embed.upsert_run_milvus(hook.conn, mongo_database(self.mongo_conn_id), lake_root(), info,
+                                           context["run_id"])
+        if not self.collection or not self.parquet_path:
+            raise ValueError("collection and parquet_path are required (or delta_task_id for lyrics deltas)")
         return mv.upsert_parquet(hook.conn, self.collection, local_file(lake_root(), self.parquet_path), id_col=self.id_column,
                                  vector_col=self.vector_column, batch_rows=self.batch_size,
                                  delete_missing=self.delete_missing)
@@ -45,15 +68,21 @@ class MilvusUpsertOperator(BaseOperator):
 
 class MilvusIndexOperator(BaseOperator):
     """Create the index with the given params, wait until it is really built (on Milvus Lite only types
-    it builds are accepted; ``verify_parquet`` adds a search-recall check against exact search), load."""
+    it builds are accepted; ``verify_parquet`` adds a search-recall check against exact search), load.
 
-    template_fields: Sequence[str] = ("collection", "index_type", "metric_type", "index_params", "verify_parquet")
+    ``hybrid=True`` (the lyrics collection): the index type/params apply to the dense field; the sparse
+    fields get SPARSE_INVERTED_INDEX (IP; BM25 on ``text_bm25``); each is checked as built, then the
+    collection is loaded once. The returned XCom reports what ``describe_index`` says was built."""
+
+    template_fields: Sequence[str] = ("collection", "index_type", "metric_type", "index_params", "verify_parquet",
+                                      "hybrid")
 
     def __init__(self, *, collection: str, field: str = mv.VECTOR_FIELD, index_type: str = "HNSW",
                  metric_type: str = "IP", index_params: dict[str, Any] | str | None = None,
-                 verify_parquet: str = "", timeout_s: float = 1800.0,
+                 verify_parquet: str = "", timeout_s: float = 1800.0, hybrid: bool | str = False,
                  milvus_conn_id: str = MilvusHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.hybrid = hybrid
         self.collection = collection
         self.field = field
         self.index_type = index_type
@@ -69,6 +98,12 @@ class MilvusIndexOperator(BaseOperator):
         if isinstance(params, str):
             params = json.loads(params) if params.strip() else None
         spec = mv.IndexSpec(self.index_type, self.metric_type, params)
+        if truthy(self.hybrid):
+            from musicrec.embeddings import embed
+
+            built = embed.build_indexes(client, self.collection, dense_index=spec, timeout_s=self.timeout_s)
+            self.log.info("indexes of %s: %s", self.collection, built)
+            return {"collection": self.collection, "fields": built}
         desc = mv.ensure_index(client, self.collection, spec, field=self.field, timeout_s=self.timeout_s)
         out: dict[str, Any] = {"collection": self.collection, "index_type": desc.get("index_type"),
                                "metric_type": desc.get("metric_type"), "indexed_rows": desc.get("indexed_rows")}

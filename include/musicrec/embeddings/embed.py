@@ -1,0 +1,288 @@
+"""The ``lyrics_embeddings`` steps (issue 5), each idempotent; the DAG runs them as separate tasks:
+
+1. :func:`embed_changed` — songs whose ``lyrics.status`` is ``found`` and whose ``songs.embedding``
+   (``model_id``, ``lyrics_sha256``) differs from the current model and lyrics are encoded in
+   length-sorted parts; each part is one delta file ``embeddings/<slug>/run=<run_id>/part-NNNNN.parquet``
+   (atomic publish + ``lake_partitions``). A retry of the same run skips the songs its parts already
+   hold and numbers new parts after them: a killed run resumes without re-encoding or duplicates.
+2. Milvus / Qdrant upserts of the run's parts (:func:`run_parts`, ``store.upsert_*``), then the indexes.
+3. :func:`activate` — the models document of this model ``active`` (others ``retired``) and the alias
+   ``lyrics_embeddings`` → ``lyrics_embeddings_<slug>`` in Milvus and Qdrant.
+4. :func:`stamp` — ``songs.embedding = {model_id, lyrics_sha256, shard}``, only where the lyrics are
+   still the ones embedded (an edit meanwhile keeps the song selected for the next run).
+5. :func:`prune` — ids in the serving collection (Milvus or Qdrant) that are not songs with found
+   lyrics stamped with this model are deleted from both; ``embedding`` is unset on songs whose lyrics
+   are no longer found. Runs after the stamp, so nothing upserted by this run is taken for stale.
+
+No Airflow imports: callers pass the database, lake root, clients and encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from pymongo import UpdateOne
+from pymongo.database import Database
+
+from musicrec import registry
+from musicrec.catalog.listens import local_file
+from musicrec.embeddings import store
+from musicrec.embeddings.encoder import Encoder
+from musicrec.lake.storage import LakePath
+from musicrec.vectors import milvus as mv
+from musicrec.vectors import qdrant as qd
+
+log = logging.getLogger(__name__)
+
+SONGS = "songs"
+IN_CHUNK = 500
+
+
+# ----------------------------------------------------------------------------- 1. select + encode
+
+def changed_songs(db: Database, model_id: str, *, limit: int | None = None) -> tuple[list[str], int]:
+    """Ids of found songs whose embedding is missing, of another model or of other lyrics (popularity
+    order, so ``limit`` embeds the most played first), and how many found songs have no lyrics hash."""
+    todo: list[str] = []
+    no_hash = 0
+    cursor = db[SONGS].find({"lyrics.status": "found"}, {"lyrics.sha256": 1, "embedding": 1, "plays_total": 1})
+    rows = []
+    for d in cursor:
+        sha = (d.get("lyrics") or {}).get("sha256")
+        if not sha:
+            no_hash += 1  # found without plain text (synced-only, empty): nothing to embed
+            continue
+        emb = d.get("embedding") or {}
+        if emb.get("model_id") != model_id or emb.get("lyrics_sha256") != sha:
+            rows.append((-(d.get("plays_total") or 0), d["_id"]))
+    rows.sort()
+    todo = [i for _, i in rows]
+    return (todo[:limit] if limit else todo), no_hash
+
+
+def run_parts(db: Database, model_slug: str, run_id: str) -> list[str]:
+    """Lake paths of the delta parts this run wrote so far (from the registry), in part order."""
+    prefix = store.run_dir(model_slug, run_id) + "/"
+    return sorted(d["_id"] for d in db[registry.COLLECTION].find(
+        {"dataset": store.dataset(model_slug), "producer": store.PRODUCER}, {"_id": 1})
+        if d["_id"].startswith(prefix))
+
+
+def _part_ids(root: LakePath, rel: str) -> dict[str, str]:
+    t = pq.read_table(local_file(root, rel), columns=["track_id", "lyrics_sha256"])
+    return dict(zip(t.column("track_id").to_pylist(), t.column("lyrics_sha256").to_pylist(), strict=True))
+
+
+def _fetch(db: Database, ids: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), IN_CHUNK):
+        for d in db[SONGS].find({"_id": {"$in": ids[start:start + IN_CHUNK]}, "lyrics.status": "found"},
+                                {"title": 1, "artist": 1, "lyrics.plain": 1, "lyrics.sha256": 1}):
+            out[d["_id"]] = d
+    return out
+
+
+def embed_changed(db: Database, root: LakePath, encoder: Encoder, run_id: str, *, batch_size: int = 32,
+                  part_size: int = 1024, max_songs: int | None = None, progress_s: float = 15.0
+                  ) -> dict[str, Any]:
+    """Encode the changed songs into this run's delta parts. Returns small metadata (XCom)."""
+    started = time.monotonic()
+    spec = encoder.spec
+    registry.ensure_indexes(db)
+    done_parts = run_parts(db, spec.slug, run_id)
+    already: dict[str, str] = {}
+    for rel in done_parts:  # a retry of this run: keep what its parts hold
+        already.update(_part_ids(root, rel))
+    todo, no_hash = changed_songs(db, spec.model_id, limit=max_songs)
+    todo = [i for i in todo if i not in already]
+    counts = {"selected": len(todo) + len(already), "resumed": len(already), "embedded": 0, "skipped_empty": 0,
+              "skipped_nan": 0, "no_lyrics_hash": no_hash}
+    log.info("%s: %d songs to embed (%d already in %d parts of this run), %d found songs without plain lyrics",
+             spec.model_id, len(todo), len(already), len(done_parts), no_hash)
+    next_part = len(done_parts)
+    parts = list(done_parts)
+    encode_s = 0.0
+    logged = time.monotonic()
+    # windows of several parts: sorted by length inside a window, so parts (and batches) are homogeneous
+    window = part_size * 4
+    for w_start in range(0, len(todo), window):
+        ids = todo[w_start:w_start + window]
+        docs = _fetch(db, ids)
+        rows = []
+        for tid in ids:
+            d = docs.get(tid)
+            if d is None:  # lyrics changed status since the selection
+                continue
+            lyr = d.get("lyrics") or {}
+            plain = (lyr.get("plain") or "").strip()
+            if not plain:
+                counts["skipped_empty"] += 1
+                continue
+            rows.append({"track_id": tid, "title": d.get("title") or "", "artist": d.get("artist") or "",
+                         "plain": plain, "lyrics_sha256": lyr["sha256"], "model_id": spec.model_id})
+        rows.sort(key=lambda r: -len(r["plain"]))
+        for p_start in range(0, len(rows), part_size):
+            chunk = rows[p_start:p_start + part_size]
+            enc = encoder.encode([r["plain"] for r in chunk], batch_size=batch_size)
+            encode_s += enc.seconds
+            finite = np.isfinite(enc.dense).all(axis=1)
+            if not finite.all():
+                bad = [chunk[i]["track_id"] for i in np.flatnonzero(~finite)]
+                log.warning("%d songs gave NaN/inf vectors and are skipped: %s", len(bad), bad[:10])
+                counts["skipped_nan"] += len(bad)
+            keep = np.flatnonzero(finite)
+            if not len(keep):
+                continue
+            kept = [chunk[i] | {"text": store.compose_text(chunk[i]["title"], chunk[i]["artist"], chunk[i]["plain"])}
+                    for i in keep]
+            sparse = [enc.sparse[i] for i in keep] if enc.sparse is not None else None
+            table = store.delta_table(kept, enc.dense[keep], sparse, encoder.dim)
+            rel = store.part_path(spec.slug, run_id, next_part)
+            store.write_delta(root, db, rel, table, run_id)
+            parts.append(rel)
+            next_part += 1
+            counts["embedded"] += len(kept)
+            if time.monotonic() - logged >= progress_s:
+                rate = counts["embedded"] / max(1e-9, time.monotonic() - started)
+                log.info("embedded %d/%d songs, %.1f texts/s, ETA %.0f s", counts["embedded"], len(todo), rate,
+                         (len(todo) - counts["embedded"]) / rate if rate else math.inf)
+                logged = time.monotonic()
+    seconds = time.monotonic() - started
+    out = encoder.info() | counts | {"collection": store.collection_name(spec.slug), "parts": len(parts),
+                                     "new_parts": len(parts) - len(done_parts), "seconds": round(seconds, 3),
+                                     "encode_seconds": round(encode_s, 3),
+                                     "texts_per_s": round(counts["embedded"] / seconds, 2) if seconds else None}
+    log.info("embed: %s", out)
+    return out
+
+
+# ----------------------------------------------------------------------------- 2. stores
+
+def iter_run_tables(db: Database, root: LakePath, model_slug: str, run_id: str) -> Iterator[tuple[str, Any]]:
+    for rel in run_parts(db, model_slug, run_id):
+        yield rel, store.read_delta(root, rel)
+
+
+def upsert_run_milvus(client, db: Database, root: LakePath, info: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The run's parts → the Milvus collection (created with the model's dim/sparse even when empty)."""
+    name = info["collection"]
+    store.ensure_milvus_collection(client, name, int(info["dim"]), bool(info["sparse"]))
+    rows = parts = 0
+    for _rel, table in iter_run_tables(db, root, info["model_slug"], run_id):
+        rows += store.upsert_milvus(client, name, table)
+        parts += 1
+    return {"collection": name, "rows": rows, "parts": parts}
+
+
+def upsert_run_qdrant(client, db: Database, root: LakePath, info: dict[str, Any], run_id: str) -> dict[str, Any]:
+    name = info["collection"]
+    qd.ensure_collection(client, name, int(info["dim"]), "IP")
+    rows = written = 0
+    for _rel, table in iter_run_tables(db, root, info["model_slug"], run_id):
+        written += store.upsert_qdrant(client, name, table)
+        rows += table.num_rows
+    return {"collection": name, "rows": rows, "written": written}
+
+
+def build_indexes(client, collection: str, *, dense_index: mv.IndexSpec | None = None,
+                  timeout_s: float = 1800.0) -> dict[str, dict[str, Any]]:
+    """Every vector field's index (``store.INDEXES``; ``dense_index`` overrides the dense one), each
+    checked as really built, then the collection loaded once (a server loads only fully indexed ones)."""
+    fields = {f["name"] for f in client.describe_collection(collection)["fields"]}
+    out = {}
+    for field, (itype, metric, params) in store.INDEXES.items():
+        if field not in fields:
+            continue
+        spec = dense_index if (field == store.DENSE and dense_index) else mv.IndexSpec(itype, metric, dict(params))
+        desc = mv.ensure_index(client, collection, spec, field=field, timeout_s=timeout_s, load=False)
+        out[field] = {k: desc.get(k) for k in ("index_type", "metric_type", "indexed_rows", "total_rows")}
+    client.load_collection(collection)
+    state = client.get_load_state(collection).get("state")
+    if "Loaded" not in str(state):
+        raise mv.VectorStoreError(f"{collection}: load state {state} after load_collection")
+    return out
+
+
+# ----------------------------------------------------------------------------- 3. activate
+
+def activate(db: Database, milvus, qdrant, info: dict[str, Any]) -> dict[str, Any]:
+    """Record the model and point the alias at its collection (Milvus, then the Qdrant mirror)."""
+    now = datetime.now(UTC)
+    slug, name = info["model_slug"], info["collection"]
+    have = store.collection_info(milvus, name)
+    if have["dim"] != int(info["dim"]):
+        raise mv.DimensionMismatch(f"{name} has dim {have['dim']}, the model has {info['dim']}")
+    doc_id = store.model_doc_id(slug)
+    fields = {"kind": store.MODEL_KIND, "model": info["model"], "model_id": info["model_id"], "dim": int(info["dim"]),
+              "sparse": bool(info["sparse"]), "collection": name, "alias": store.ALIAS,
+              "max_length": info.get("max_length"), "model_slug": slug}
+    cur = db["models"].find_one({"_id": doc_id})
+    if cur is None or any(cur.get(k) != v for k, v in fields.items()) or cur.get("status") != "active":
+        db["models"].update_one({"_id": doc_id}, {"$set": fields | {"status": "active", "activated_at": now},
+                                                  "$setOnInsert": {"created_at": now}}, upsert=True)
+    retired = db["models"].update_many({"kind": store.MODEL_KIND, "status": "active", "_id": {"$ne": doc_id}},
+                                       {"$set": {"status": "retired", "retired_at": now}}).modified_count
+    previous = mv.swap_alias(milvus, store.ALIAS, name)
+    q_previous = qd.swap_alias(qdrant, store.ALIAS, name) if qdrant is not None else None
+    return {"model": doc_id, "collection": name, "previous": previous, "qdrant_previous": q_previous,
+            "retired": retired}
+
+
+# ----------------------------------------------------------------------------- 4. stamp
+
+def stamp(db: Database, root: LakePath, model_slug: str, run_id: str) -> dict[str, int]:
+    """``songs.embedding`` of every song in this run's parts (diff writes; lyrics must be unchanged)."""
+    now = datetime.now(UTC)
+    written = rows = stale = 0
+    for rel in run_parts(db, model_slug, run_id):
+        t = pq.read_table(local_file(root, rel), columns=["track_id", "lyrics_sha256", "model_id"])
+        ids, shas, mids = (t.column(c).to_pylist() for c in ("track_id", "lyrics_sha256", "model_id"))
+        for start in range(0, len(ids), IN_CHUNK):
+            sl = slice(start, start + IN_CHUNK)
+            cur = {d["_id"]: d for d in db[SONGS].find({"_id": {"$in": ids[sl]}}, {"lyrics.sha256": 1,
+                                                                                   "lyrics.status": 1,
+                                                                                   "embedding": 1})}
+            ops = []
+            for tid, sha, mid in zip(ids[sl], shas[sl], mids[sl], strict=True):
+                want = {"model_id": mid, "lyrics_sha256": sha, "shard": rel}
+                d = cur.get(tid) or {}
+                lyr = d.get("lyrics") or {}
+                if lyr.get("status") != "found" or lyr.get("sha256") != sha:
+                    stale += 1  # edited or lost since: the next run handles it
+                    continue
+                if d.get("embedding") != want:
+                    ops.append(UpdateOne({"_id": tid, "lyrics.sha256": sha, "lyrics.status": "found"},
+                                         {"$set": {"embedding": want, "updated_at": now}}))
+            if ops:
+                written += db[SONGS].bulk_write(ops, ordered=False).modified_count
+            rows += len(ids[sl])
+    log.info("stamp: %d songs in this run's parts, %d written, %d changed meanwhile", rows, written, stale)
+    return {"rows": rows, "written": written, "changed_meanwhile": stale}
+
+
+# ----------------------------------------------------------------------------- 5. prune
+
+def prune(db: Database, milvus, qdrant, collection: str, model_id: str) -> dict[str, int]:
+    """Delete vectors of songs without found lyrics stamped with ``model_id`` from both stores; unset
+    ``embedding`` on songs whose lyrics are no longer found."""
+    wanted = {d["_id"] for d in db[SONGS].find({"lyrics.status": "found", "embedding.model_id": model_id},
+                                                {"_id": 1})}
+    in_milvus = set(mv.iter_ids(milvus, collection, store.ID_FIELD)) if milvus.has_collection(collection) else set()
+    in_qdrant = set(store.qdrant_fingerprints(qdrant, collection)) if qdrant is not None else set()
+    extra = (in_milvus | in_qdrant) - wanted
+    deleted = store.delete_ids(milvus, qdrant, collection, extra)
+    unset = db[SONGS].update_many({"embedding": {"$exists": True}, "lyrics.status": {"$ne": "found"}},
+                                  {"$unset": {"embedding": ""}, "$set": {"updated_at": datetime.now(UTC)}}
+                                  ).modified_count
+    log.info("prune %s: %d stale ids deleted (Milvus had %d, Qdrant %d), embedding unset on %d songs", collection,
+             len(extra), len(in_milvus), len(in_qdrant), unset)
+    return {"deleted": len(extra), "unset": unset, "milvus_deleted": deleted["milvus"],
+            "qdrant_deleted": deleted["qdrant"], "milvus_rows": len(in_milvus - extra),
+            "qdrant_points": len(in_qdrant - extra)}
