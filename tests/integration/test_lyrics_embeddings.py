@@ -258,3 +258,41 @@ def test_minilm_paraphrase_ranks_above_unrelated_and_model_switch(env, bge):
     # semantic search through the alias: the paraphrase of s01's lyric finds s01 (dense + BM25 fused)
     res = hybrid.search("wandering by myself in the rainfall at night", 3, milvus=milvus, db=db)
     assert res.legs == ["dense", "text_bm25"] and res.hits[0].track_id == "s01"
+
+
+def test_next_song_blends_als_and_lyrics_similarity(env):
+    """score = 0.6·minmax(ALS) + 0.4·minmax(lyrics similarity) over the union of both candidate sets,
+    checked against the formula computed here from the stored vectors (MiniLM: well-separated similarities)."""
+    from musicrec import recommend
+    from musicrec.als.params import ALIAS as ALS_ALIAS
+    from musicrec.als.params import collection_name as als_collection
+
+    db, root, milvus, qdrant = env
+    run_all(db, root, load_encoder("minilm"), milvus, qdrant, "run1")
+    rng = np.random.default_rng(3)
+    items = sorted(set(LYRICS) - {"s08"}) + ["a1", "a2"]  # a1, a2: ALS only (no lyrics vector)
+    item_vecs = {t: rng.normal(size=4).astype(np.float32) for t in items}
+    als_name = als_collection("1")
+    mv.ensure_collection(milvus, als_name, 4)
+    milvus.upsert(als_name, [{"track_id": t, "embedding": v.tolist()} for t, v in item_vecs.items()])
+    mv.ensure_index(milvus, als_name, mv.IndexSpec("HNSW", "IP"))
+    mv.swap_alias(milvus, ALS_ALIAS, als_name)
+    user = rng.normal(size=4).astype(np.float32)
+    db["users"].insert_one({"_id": "u1", "latent_vector": user.tolist(), "model_version": "1"})
+
+    got = recommend.next_song("u1", "s01", 5, db=db, milvus=milvus, exclude=[])
+    session = 0.7 * user + 0.3 * item_vecs["s01"]
+    lyr = {r["track_id"]: np.asarray(r["dense"], np.float32)
+           for r in milvus.query(store.ALIAS, filter="", output_fields=["track_id", "dense"], limit=100)}
+    als = {t: float(session @ v) for t, v in item_vecs.items() if t != "s01"}
+    sim = {t: float(lyr["s01"] @ v) for t, v in lyr.items() if t != "s01"}
+    lo_a, hi_a, lo_s, hi_s = min(als.values()), max(als.values()), min(sim.values()), max(sim.values())
+    want = sorted(((t, 0.6 * (als[t] - lo_a) / (hi_a - lo_a) + 0.4 * ((sim[t] - lo_s) / (hi_s - lo_s) if t in sim
+                                                                      else 0.0)) for t in als),
+                  key=lambda kv: (-kv[1], kv[0]))[:5]
+    assert [r.track_id for r in got] == [t for t, _ in want]
+    assert np.allclose([r.score for r in got], [s for _, s in want], atol=1e-4)
+    assert got[0].title  # titles from the catalog
+    # without the content term: the plain ALS order
+    plain = recommend.next_song("u1", "s01", 5, db=db, milvus=milvus, exclude=[], content=False)
+    assert [r.track_id for r in plain] == [t for t, _ in sorted(als.items(), key=lambda kv: -kv[1])[:5]]

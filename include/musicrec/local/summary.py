@@ -88,6 +88,69 @@ def print_models(models: dict[str, Any]) -> None:
             print(f"  {n:>2}. {rec.artist} - {rec.title}   ({rec.score:.3f})")
 
 
+def collect_lyrics_search(mongo_uri: str, milvus_uri: str, user_id: str | None, k: int = 5) -> dict[str, Any]:
+    """The active lyrics embedding model, a hybrid search for one lyric line of the most played
+    embedded song, and the hybrid next-song list for ``user_id`` after that song (issue 5)."""
+    from pymilvus import MilvusClient
+
+    from musicrec import recommend
+    from musicrec.embeddings import store
+    from musicrec.recommend import hybrid
+    from musicrec.vectors import milvus as mv
+
+    with MongoClient(mongo_uri, serverSelectionTimeoutMS=3000) as client:
+        db = client["musicrec"]
+        out: dict[str, Any] = {"model": store.active_model(db), "embedded": db["songs"].count_documents(
+            {"embedding": {"$exists": True}})}
+        if out["model"] is None:
+            return out
+        milvus = MilvusClient(uri=milvus_uri)
+        out["rows"] = mv.count(milvus, out["model"]["collection"])
+        song = db["songs"].find_one({"embedding.model_id": out["model"]["model_id"]},
+                                    {"title": 1, "artist": 1, "lyrics.plain": 1}, sort=[("plays_total", -1)])
+        if song is None:
+            return out
+        lines = [ln.strip() for ln in song["lyrics"]["plain"].splitlines() if len(ln.split()) >= 3]
+        mid = len(lines) // 2
+        # two consecutive lines: one line alone is often shared by several of the sample's songs
+        out["query"] = " / ".join(lines[mid:mid + 2]) if lines else song["title"]
+        out["query_id"] = song["_id"]
+        out["query_song"] = f"{song['artist']} - {song['title']}"
+        result = hybrid.search(out["query"], k, milvus=milvus, db=db)
+        out["hits"], out["legs"], out["fused_by"] = result.hits, result.legs, result.fused_by
+        if user_id:
+            try:
+                out["next"] = recommend.next_song(user_id, song["_id"], k, db=db, milvus=milvus)
+                out["next_after"] = out["query_song"]
+            except recommend.NoRecommendations as exc:
+                out["next_error"] = str(exc)
+        out["user_id"] = user_id
+    return out
+
+
+def print_lyrics_search(lyrics: dict[str, Any]) -> None:
+    doc = lyrics.get("model")
+    if doc is None:
+        print("lyrics embeddings: no active model")
+        return
+    print(f"lyrics embeddings: {doc['model_id']} ({doc['dim']}-d, sparse {doc['sparse']}) -> alias "
+          f"lyrics_embeddings -> {doc['collection']}: {lyrics.get('rows', 0):,} vectors, "
+          f"{lyrics['embedded']:,} songs stamped")
+    if "query" in lyrics:
+        print(f"hybrid search ({' + '.join(lyrics['legs'])}, RRF by {lyrics['fused_by']}) for "
+              f"\"{lyrics['query']}\"  (a line of {lyrics['query_song']}):")
+        for n, hit in enumerate(lyrics["hits"], 1):
+            mark = "   <- the song the lines come from" if hit.track_id == lyrics.get("query_id") else ""
+            print(f"  {n:>2}. {hit.artist} - {hit.title}   ({hit.score:.4f}){mark}")
+    if lyrics.get("next"):
+        print(f"next songs for {lyrics['user_id']} after {lyrics['next_after']} "
+              "(0.6 minmax ALS + 0.4 minmax lyrics similarity):")
+        for n, rec in enumerate(lyrics["next"], 1):
+            print(f"  {n:>2}. {rec.artist} - {rec.title}   ({rec.score:.3f})")
+    elif lyrics.get("next_error"):
+        print(f"next songs: {lyrics['next_error']}")
+
+
 def print_summary() -> dict[str, Any]:
     lake = services.data_dir() / "lake"
     summary = collect(lake, f"mongodb://127.0.0.1:{services.mongo_port()}/")
@@ -106,6 +169,10 @@ def print_summary() -> dict[str, Any]:
     print_models(models)
     summary["models"] = {"active": models["model"]["_id"] if models["model"] else None,
                          "recommendations": len(models["recommendations"])}
+    lyrics = collect_lyrics_search(f"mongodb://127.0.0.1:{services.mongo_port()}/",
+                                   f"http://127.0.0.1:{services.milvus_port()}", models["user_id"])
+    print_lyrics_search(lyrics)
+    summary["lyrics_search"] = {"hits": len(lyrics.get("hits", [])), "next_song": len(lyrics.get("next", []))}
     print("UI: `make airflow` then http://127.0.0.1:8080")
     return summary
 
