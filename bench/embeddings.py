@@ -38,7 +38,6 @@ import json
 import shutil
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,24 +55,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, name: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{name} did not listen on {port}")
-
-
-def start(cmd: list[str], port: int, name: str, cwd: Path, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=cwd)  # noqa: SIM115
-    wait_port(port, proc, name)
-    return proc
 
 
 def sample_lyrics(tmp: Path, n: int) -> list[dict[str, str]]:
@@ -142,8 +123,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="musicrec-bench-emb-"))
     os.environ["MUSICREC_STAGING_DIR"] = str(tmp / "staging")
-    procs: list[subprocess.Popen] = []
-    bin_dir = Path(sys.executable).parent
+    started = False
     try:
         from pymilvus import MilvusClient
         from pymongo import MongoClient
@@ -155,13 +135,14 @@ def main() -> None:
 
         lyrics = sample_lyrics(tmp, args.texts)
         texts = [s["plain"] for s in lyrics]
+        # the make-run engines (musicrec.local.services) on free ports, with their data in the temp dir
         mport, vport = free_port(), free_port()
-        (tmp / "milvus").mkdir()
-        procs.append(start([str(bin_dir / "secantusd-py"), "--host", "127.0.0.1", "--port", str(mport),
-                            "--storage-path", ":memory:", "--log-level", "WARNING"], mport, "secantusd", tmp,
-                           tmp / "mongo.log"))
-        procs.append(start([str(bin_dir / "milvus-lite"), "server", "--data-dir", str(tmp / "milvus"), "--host",
-                            "127.0.0.1", "--port", str(vport)], vport, "milvus-lite", tmp / "milvus", tmp / "milvus.log"))
+        os.environ["MUSICREC_MONGO_PORT"], os.environ["MUSICREC_MILVUS_PORT"] = str(mport), str(vport)
+        from musicrec.local import services
+
+        started = True
+        for svc in services.services(tmp):
+            services.start(svc, tmp)
         mongo = MongoClient(f"mongodb://127.0.0.1:{mport}/")
         db = mongo["bench"]
         seed_mongo(db, lyrics)
@@ -234,12 +215,10 @@ def main() -> None:
         path.write_text(json.dumps(out, indent=2) + "\n")
         print(f"figures -> {path}")
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        if started:
+            from musicrec.local import services
+
+            services.stop_all(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

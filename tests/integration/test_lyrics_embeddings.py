@@ -17,6 +17,7 @@ from musicrec.embeddings.encoder import Encoded, ModelNotFound, load_encoder, re
 from musicrec.recommend import hybrid
 from musicrec.vectors import milvus as mv
 from musicrec.vectors import qdrant as qd
+from tests.integration.test_als_publish import clean_milvus
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +52,6 @@ def seed_songs(db, lyrics=LYRICS) -> None:
 def set_lyrics(db, tid: str, plain: str | None, status: str = "found") -> None:
     db["songs"].update_one({"_id": tid}, {"$set": {"lyrics.plain": plain, "lyrics.status": status,
                                                    "lyrics.sha256": sha(plain) if plain else None}})
-
-
-def clean_milvus(client: MilvusClient) -> None:
-    for alias in client.list_aliases().get("aliases") or []:
-        client.drop_alias(alias)
-    for name in client.list_collections():
-        client.drop_collection(name)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from qdrant_client import QdrantClient
 from musicrec.embeddings import store
 from musicrec.vectors import milvus as mv
 from tests.conftest import airflow_dags_test
-from tests.integration.test_lyrics_embeddings import LYRICS, clean_milvus, mongo_fingerprints, seed_songs
+from tests.integration.test_als_publish import clean_milvus
+from tests.integration.test_lyrics_embeddings import LYRICS, mongo_fingerprints, seed_songs
 
 pytestmark = pytest.mark.integration
 
