@@ -131,6 +131,21 @@ def test_bge_m3_dense_and_sparse_reach_milvus_and_rerun_changes_nothing(env, bge
     # hybrid search fuses the dense, sparse and BM25 legs
     res = hybrid.search("привет друг", 3, milvus=milvus, encoder=bge)
     assert res.legs == ["dense", "sparse", "text_bm25"] and res.hits[0].track_id == "s03"
+    assert res.fused_by == "milvus"
+    # a server without hybrid_search: the same reciprocal-rank fusion client-side
+    class NoHybrid:
+        def __init__(self, client):
+            self.client = client
+
+        def hybrid_search(self, *args, **kwargs):
+            raise NotImplementedError("no hybrid_search here")
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+    fallback = hybrid.search("привет друг", 3, milvus=NoHybrid(milvus), encoder=bge)
+    assert fallback.fused_by == "client" and fallback.hits[0].track_id == "s03"
+    assert np.allclose([h.score for h in fallback.hits], [h.score for h in res.hits], atol=1e-6)
 
     before = snapshot(db, milvus, qdrant, name)
     again = run_all(db, root, bge, milvus, qdrant, "run2")

@@ -112,8 +112,9 @@ def collect_lyrics_search(mongo_uri: str, milvus_uri: str, user_id: str | None, 
             return out
         lines = [ln.strip() for ln in song["lyrics"]["plain"].splitlines() if len(ln.split()) >= 3]
         mid = len(lines) // 2
-        # two consecutive lines: one line alone is often shared by several of the sample's songs
-        out["query"] = " / ".join(lines[mid:mid + 2]) if lines else song["title"]
+        # three consecutive lines: the sample's lyrics draw on a small vocabulary, and one line alone is
+        # often shared by several songs
+        out["query"] = " / ".join(lines[mid:mid + 3]) if lines else song["title"]
         out["query_id"] = song["_id"]
         out["query_song"] = f"{song['artist']} - {song['title']}"
         result = hybrid.search(out["query"], k, milvus=milvus, db=db)
@@ -138,7 +139,7 @@ def print_lyrics_search(lyrics: dict[str, Any]) -> None:
           f"{lyrics['embedded']:,} songs stamped")
     if "query" in lyrics:
         print(f"hybrid search ({' + '.join(lyrics['legs'])}, RRF by {lyrics['fused_by']}) for "
-              f"\"{lyrics['query']}\"  (a line of {lyrics['query_song']}):")
+              f"\"{lyrics['query']}\"  (lines of {lyrics['query_song']}):")
         for n, hit in enumerate(lyrics["hits"], 1):
             mark = "   <- the song the lines come from" if hit.track_id == lyrics.get("query_id") else ""
             print(f"  {n:>2}. {hit.artist} - {hit.title}   ({hit.score:.4f}){mark}")
