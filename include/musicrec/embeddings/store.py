@@ -146,8 +146,11 @@ def delta_table(rows: Sequence[dict[str, Any]], dense: np.ndarray, sparse: Seque
 
 def write_delta(root: LakePath, db, rel: str, table: pa.Table, run_id: str) -> registry.PartitionRecord:
     """Write ``table`` to lake path ``rel`` (temp file, then one atomic publish) and register it."""
+    parts = rel.split("/")
+    if len(parts) < 3 or parts[0] != "embeddings":
+        raise ValueError(f"{rel}: a lyrics delta lives under embeddings/<model_slug>/")
     validate(table)
-    model_slug = rel.split("/")[1]
+    model_slug = parts[1]
     fd, tmp = tempfile.mkstemp(suffix=".parquet", dir=os.fspath(_staging()))
     os.close(fd)
     try:

@@ -89,7 +89,7 @@ def print_models(models: dict[str, Any]) -> None:
 
 
 def collect_lyrics_search(mongo_uri: str, milvus_uri: str, user_id: str | None, k: int = 5) -> dict[str, Any]:
-    """The active lyrics embedding model, a hybrid search for one lyric line of the most played
+    """The active lyrics embedding model, a hybrid search for three lyric lines of the most played
     embedded song, and the hybrid next-song list for ``user_id`` after that song (issue 5)."""
     from pymilvus import MilvusClient
 

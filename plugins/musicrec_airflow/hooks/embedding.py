@@ -41,15 +41,21 @@ class EmbeddingHook(BaseHook):
     def get_conn(self, model: str | None = None, device: str | None = None,
                  max_length: int | None = None) -> enc.Encoder:
         """The encoder (cached per process: one load per task, however many batches)."""
-        s = self.settings()
-        if s["bge_m3_path"] and not os.environ.get(enc.BGE_M3_ENV):
-            os.environ[enc.BGE_M3_ENV] = s["bge_m3_path"]
+        s = self._settings_applied()
         return enc.load_encoder((model or "").strip() or s["model"], (device or "").strip() or s["device"],
                                 max_length or s["max_length"])
 
     def describe(self, model: str | None = None) -> dict[str, Any]:
         """Where the model would load from, without loading it (raises ModelNotFound with the paths)."""
-        return enc.resolve((model or "").strip() or self.settings()["model"]).as_dict()
+        return enc.resolve((model or "").strip() or self._settings_applied()["model"]).as_dict()
+
+    def _settings_applied(self) -> dict[str, Any]:
+        """Settings, with the connection's BGE-M3 directory handed to the encoder (unless the worker's
+        environment already names one: a GPU worker's local path wins)."""
+        s = self.settings()
+        if s["bge_m3_path"] and not os.environ.get(enc.BGE_M3_ENV):
+            os.environ[enc.BGE_M3_ENV] = s["bge_m3_path"]
+        return s
 
     def test_connection(self) -> tuple[bool, str]:
         try:

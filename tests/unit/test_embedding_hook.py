@@ -1,0 +1,52 @@
+"""EmbeddingHook and model resolution: defaults without a connection, the connection's BGE-M3 path,
+clear errors naming where a missing model was looked for (nothing is loaded or downloaded)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from musicrec.embeddings import encoder as enc
+
+
+def test_defaults_without_a_connection(monkeypatch):
+    from musicrec_airflow.hooks.embedding import EmbeddingHook
+
+    monkeypatch.delenv("AIRFLOW_CONN_EMBEDDING_DEFAULT", raising=False)
+    hook = EmbeddingHook()
+    assert hook.settings() == {"model": "minilm", "device": "auto", "max_length": None, "bge_m3_path": ""}
+    spec = hook.describe()
+    assert (spec["model_id"], spec["model_slug"], spec["kind"]) == (enc.MINILM_ID, "minilm", "sentence-transformers")
+    assert hook.test_connection()[0]
+
+
+def test_connection_bge_m3_path_and_clear_errors(monkeypatch, tmp_path):
+    from musicrec_airflow.hooks.embedding import EmbeddingHook
+
+    missing = tmp_path / "bge-m3-snapshot"
+    monkeypatch.delenv(enc.BGE_M3_ENV, raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_EMBEDDING_TEST", json.dumps(
+        {"conn_type": "embedding", "extra": {"model": "bge-m3", "device": "cpu", "bge_m3_path": str(missing)}}))
+    hook = EmbeddingHook("embedding_test")
+    ok, message = hook.test_connection()
+    assert not ok and str(missing) in message and "nothing is downloaded" in message
+    # a directory without BGE-M3's sparse/ColBERT heads is refused (they would be random)
+    missing.mkdir()
+    (missing / "config.json").write_text("{}")
+    with pytest.raises(enc.ModelNotFound, match="sparse_linear.pt"):
+        hook.describe()
+    for name in enc.BGE_M3_HEADS:
+        (missing / name).write_bytes(b"")
+    assert hook.describe()["model_id"] == enc.BGE_M3_ID and hook.describe()["model_slug"] == "bge_m3"
+    with pytest.raises(enc.ModelNotFound, match="not 'minilm'"):
+        enc.resolve("no-such-model")
+
+
+def test_device_auto_and_length_order():
+    assert enc.pick_device("auto") in {"cpu", "cuda"}
+    assert list(enc.length_order(["aa", "a", "aaaa", "aaa"])) == [2, 3, 0, 1]
+    n = enc.normalize([[3.0, 4.0], [0.0, 0.0]])
+    assert n[0].tolist() == pytest.approx([0.6, 0.8])
+    assert np.isnan(n[1]).all()  # a zero vector stays non-finite: the embed step skips it with a count
