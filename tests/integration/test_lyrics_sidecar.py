@@ -246,6 +246,7 @@ def test_a_half_written_or_foreign_index_is_never_used(tiny_sample, tmp_path, mo
     with dump.DumpProvider(path) as provider:
         assert provider.sidecar == target and provider.lookup_many(truth) == want
     assert target.read_bytes() != good[:len(good) // 2]
+    assert not list(tmp_path.glob("*.partial-*"))  # the next builder cleared the killed one's file
     other = tmp_path / "other.sqlite3"
     handmade_dump(other, [("Song", "Ann", None, 200.0, "words", False)])
     shutil.copy(sidecar.ensure(other), target)

@@ -18,6 +18,7 @@ A ``.gz`` dump is decompressed once, streaming, to a file beside it.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import json
 import logging
@@ -74,6 +75,8 @@ def ensure_unpacked(path: str | os.PathLike[str]) -> Path:
             raise DumpError(f"unpacking {src} needs about {need / 2**30:.1f} GiB free in {target.parent}, "
                             f"{free / 2**30:.1f} GiB are free (the full LRCLIB dump unpacks to 60+ GiB): free space, "
                             "or unpack it elsewhere and pass that .sqlite3 file as dump_path")
+        for stale in target.parent.glob(f"{glob.escape(target.name)}.partial-*"):  # a killed unpacker's (we hold the lock)
+            stale.unlink(missing_ok=True)
         partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
         log.info("unpacking %s (%.1f MiB) -> %s", src, stat.st_size / 2**20, target)
         try:
@@ -160,8 +163,13 @@ class DumpProvider:
         if path is None:
             return None
         self.con.execute("ATTACH DATABASE ? AS s", (f"file:{path}?mode=ro",))
+        self.con.execute("PRAGMA s.cache_size = -32768")  # 32 MiB; page cache and mmap are per schema
+        self.con.execute("PRAGMA s.mmap_size = 1073741824")
         # the file attached may have been replaced since ensure() checked it: check what is attached
-        row = self.con.execute("SELECT value FROM s.meta WHERE key = 'source'").fetchone()
+        try:
+            row = self.con.execute("SELECT value FROM s.meta WHERE key = 'source'").fetchone()
+        except sqlite3.DatabaseError:
+            row = None
         if row is None or json.loads(row[0]) != sidecar.source_of(self.path):
             self.con.execute("DETACH DATABASE s")
             log.warning("lookup index %s does not record %s as it is now: not used", path, self.path)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -40,7 +41,9 @@ log = logging.getLogger(__name__)
 
 VERSION = 1  # bump when the rows change meaning: older files are rebuilt
 SUFFIX = ".musicrec-keys.sqlite3"
-BYTES_PER_TRACK = 400  # ~140 bytes/track in the file at 1M tracks (bench); the scratch tables and sorts about as much again
+# space per track, with a margin over the bench at 1M tracks: 143 bytes/track in the file, a peak of
+# ~200 bytes/track in SQLite's temporary files (the scratch tables and the sorts' spills)
+FILE_BYTES_PER_TRACK, TEMP_BYTES_PER_TRACK = 200, 300
 CREDIT_WORDS = ("feat", "ft", "featuring", "with")  # how a credit starts once LRCLIB lowered it
 TOP = "\U0010ffff"  # sorts after every character: "<key> " .. "<key> <TOP>" = every "<key> …"
 CREDIT_GLOB = "[ftw][et]*"  # an artist's credit after "<artist key> ": feat…, ft…, featuring…, with…
@@ -150,13 +153,10 @@ def build(dump: Path, target: Path, source: dict, *, progress_every: int = 1_000
     src = sqlite3.connect(f"file:{dump}?mode=ro", uri=True)
     try:
         tracks = src.execute("SELECT max(rowid) FROM tracks").fetchone()[0] or 0
-        need = tracks * BYTES_PER_TRACK
-        free = shutil.disk_usage(target.parent).free
-        if free < need:
-            raise SidecarError(f"building the lookup index {target.name} needs about {need / 2**30:.1f} GiB free in "
-                               f"{target.parent}, {free / 2**30:.1f} GiB are free")
+        _check_space(target, tracks)
+        for stale in target.parent.glob(f"{glob.escape(target.name)}.partial-*"):  # a killed builder's (we hold the lock)
+            stale.unlink(missing_ok=True)
         partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-        partial.unlink(missing_ok=True)
         log.info("building %s from %s (%d tracks)", target, dump, tracks)
         try:
             rows = _fill(src, partial, dump, source, tracks, progress_every)
@@ -172,6 +172,31 @@ def build(dump: Path, target: Path, source: dict, *, progress_every: int = 1_000
     log.info("built %s: %d rows for %d tracks, %.1f MiB in %.1f s", target.name, rows, tracks,
              info["bytes"] / 2**20, info["seconds"])
     return info
+
+
+def sqlite_temp_dir() -> Path:
+    """Where SQLite puts its temporary files on Unix: ``SQLITE_TMPDIR``, ``TMPDIR``, /var/tmp, /usr/tmp,
+    /tmp, then the current directory (the first writable one)."""
+    for d in (os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR"), "/var/tmp", "/usr/tmp", "/tmp", "."):
+        if d and os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK):
+            return Path(d)
+    return Path(".")
+
+
+def _check_space(target: Path, tracks: int) -> None:
+    temp = sqlite_temp_dir()
+    if temp.stat().st_dev == target.parent.stat().st_dev:
+        need = [(target.parent, tracks * (FILE_BYTES_PER_TRACK + TEMP_BYTES_PER_TRACK),
+                 "the index and SQLite's temporary files")]
+    else:
+        need = [(target.parent, tracks * FILE_BYTES_PER_TRACK, "the index"),
+                (temp, tracks * TEMP_BYTES_PER_TRACK, "SQLite's temporary files")]
+    for where, n, what in need:
+        free = shutil.disk_usage(where).free
+        if free < n:
+            raise SidecarError(f"building the lookup index {target.name} for {tracks:,} tracks needs about "
+                               f"{n / 2**30:.1f} GiB free in {where} ({what}), {free / 2**30:.1f} GiB are free: free "
+                               "space, or point SQLITE_TMPDIR at a larger disk")
 
 
 def _fill(src: sqlite3.Connection, partial: Path, dump: Path, source: dict, tracks: int, progress_every: int) -> int:
