@@ -264,3 +264,17 @@ def test_a_half_written_or_foreign_index_is_never_used(tiny_sample, tmp_path, mo
     with dump.DumpProvider(path) as provider:
         assert provider.sidecar is None and provider.lookup_many(truth) == want
     assert not target.exists()
+
+
+def test_an_fts_index_with_its_own_tokenizer_gets_no_word_pairs(tmp_path, monkeypatch):
+    """A stemmer stores "run" for "running": checking the song's words against its tokens would skip a
+    search that hits, so word pairs are only built for the default tokenizer."""
+    from musicrec.sample import lrclib_dump
+
+    monkeypatch.setattr(lrclib_dump, "FTS", lrclib_dump.FTS.replace("content_rowid='id'",
+                                                                    "content_rowid='id', tokenize='porter'"))
+    path = handmade_dump(tmp_path / "porter.sqlite3", [("Running Man (feat. Bo) (Live)", "Ann", None, 200.0, "w", False)])
+    song = Song("a", "Running Man (Live)", "Ann")  # found by the search only: the credit is inside the title
+    with dump.DumpProvider(path) as provider:
+        assert provider.sidecar and not provider.pairs
+        assert (provider.lookup(song).status, provider.lookup(song).lrclib_id) == ("found", 1)

@@ -28,6 +28,7 @@ import shutil
 import sqlite3
 import struct
 from collections import defaultdict
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -218,18 +219,20 @@ class DumpProvider:
         exactly the records :meth:`_candidates_by_range` finds for that pair."""
         rows = [(i, t, a) for i, song in enumerate(songs)
                 for t in name_keys(song.title) for a in name_keys(song.artist)]
-        cur = self.con.cursor()
-        cur.execute("DELETE FROM k")
-        cur.executemany("INSERT INTO k (i, t, a) VALUES (?, ?, ?)", rows)
-        found: dict[int, dict[int, Candidate]] = defaultdict(dict)
-        for row in cur.execute(f"""
+        return _by_song(self._temp("k", rows).execute(f"""
             SELECT k.i, {_COLUMNS} FROM k
             CROSS JOIN s.keys x ON x.t = k.t AND x.a = k.a
             CROSS JOIN tracks t ON t.id = x.id
             LEFT JOIN lyrics l ON l.id = t.last_lyrics_id
-        """):
-            found[row[0]].setdefault(row[1], _candidate(row[1:]))
-        return {i: list(c.values()) for i, c in found.items()}
+        """))
+
+    def _temp(self, table: str, rows: list[tuple]) -> sqlite3.Cursor:
+        """A cursor after temp table ``table`` was refilled with ``rows`` (the batch's probes)."""
+        cur = self.con.cursor()
+        cur.execute(f"DELETE FROM {table}")
+        if rows:
+            cur.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
+        return cur
 
     def _candidates_by_range(self, songs: list[Song]) -> dict[int, list[Candidate]]:
         """Records named like one of the song's title keys (or that key plus a credit) *and* credited to
@@ -243,19 +246,13 @@ class DumpProvider:
             for title in name_keys(song.title):
                 ranges = [(title, title)] + [(f"{title} {w} ", f"{title} {w} {TOP}") for w in CREDIT_WORDS]
                 rows.extend((i, lo, hi, artist) for lo, hi in ranges for artist in artists)
-        cur = self.con.cursor()
-        cur.execute("DELETE FROM q")
-        cur.executemany("INSERT INTO q (i, lo, hi, a) VALUES (?, ?, ?, ?)", rows)
-        found: dict[int, dict[int, Candidate]] = defaultdict(dict)
-        for row in cur.execute(f"""
+        return _by_song(self._temp("q", rows).execute(f"""
             SELECT q.i, {_COLUMNS} FROM q
             JOIN tracks t ON t.name_lower BETWEEN q.lo AND q.hi
             LEFT JOIN lyrics l ON l.id = t.last_lyrics_id
             WHERE t.artist_name_lower = q.a OR (t.artist_name_lower BETWEEN q.a AND q.a || ' {TOP}'
                   AND substr(t.artist_name_lower, length(q.a) + 2) GLOB '{CREDIT_GLOB}')
-        """):
-            found[row[0]].setdefault(row[1], _candidate(row[1:]))
-        return {i: list(c.values()) for i, c in found.items()}
+        """))
 
     def _may_hit(self, songs: list[Song]) -> list[bool]:
         """False where :meth:`_search` is certain to find no record: some (title word, artist word) of
@@ -270,10 +267,7 @@ class DumpProvider:
                 wanted.append((n, len(pairs)))
         if not rows:
             return hits
-        cur = self.con.cursor()
-        cur.execute("DELETE FROM k")
-        cur.executemany("INSERT INTO k (i, t, a) VALUES (?, ?, ?)", rows)
-        present = dict(cur.execute("SELECT k.i, count(*) FROM k CROSS JOIN s.pairs p ON p.t = k.t AND p.a = k.a "
+        present = dict(self._temp("k", rows).execute("SELECT k.i, count(*) FROM k CROSS JOIN s.pairs p ON p.t = k.t AND p.a = k.a "
                                    "GROUP BY k.i"))
         for n, need in wanted:
             hits[n] = present.get(n, 0) == need
@@ -309,6 +303,14 @@ def name_keys(name: str) -> tuple[str, ...]:
     keys = [lowered, lrclib_lower(bare.replace("&", " and ").replace("+", " and ")),
             " ".join(w for w in lowered.split() if w != "and")]
     return tuple(k for n, k in enumerate(keys) if k and k not in keys[:n])
+
+
+def _by_song(rows: Iterable[tuple]) -> dict[int, list[Candidate]]:
+    """Candidates per song index from ``(song index, candidate columns…)`` rows, each record once."""
+    found: dict[int, dict[int, Candidate]] = defaultdict(dict)
+    for row in rows:
+        found[row[0]].setdefault(row[1], _candidate(row[1:]))
+    return {i: list(c.values()) for i, c in found.items()}
 
 
 def _candidate(row: tuple) -> Candidate:

@@ -240,6 +240,12 @@ def _fill_pairs(out: sqlite3.Connection) -> int:
     them (read through ``fts5vocab``: the index's own tokens, not a re-tokenization). A search for
     title words T and artist words A hits a record only when every (t, a) of T x A is here, so
     :meth:`DumpProvider._search` is skipped for songs that fail this. -1: no usable FTS index."""
+    row = out.execute("SELECT sql FROM d.sqlite_master WHERE name = 'tracks_fts'").fetchone()
+    if row is None or "tokenize" in (row[0] or "").lower():
+        # a word is its own token only with the default tokenizer (unicode61); a stemmer would not keep it
+        log.warning("no word pairs: tracks_fts is missing or has its own tokenizer; multi-part titles not found by "
+                    "key are all searched")
+        return -1
     try:
         out.execute("CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(d, tracks_fts, instance)")
         out.execute("SELECT * FROM temp.vocab LIMIT 1").fetchall()
