@@ -14,12 +14,18 @@ module writes a small SQLite file beside it, ``<dump>.musicrec-keys.sqlite3``, h
 So ``(t, a)`` has a row for a record exactly when the first pass's join row ``(t, a)`` selects it:
 the candidates, the scorer and the statuses are the same with and without the file (a test checks).
 
+It also holds ``pairs(t, a)``: each (title token, artist token) of one record, read from the dump's
+FTS5 index through ``fts5vocab``. The second pass's search (all title words in ``name_lower``, all
+artist words in ``artist_name_lower``) can only hit when every such pair of the song is there, so a
+song failing that skips the search with the outcome a search finding nothing gives.
+
 Safety: built streaming (dump rows in id order into a scratch table, then one sorted insert: SQLite's
 external sort, bounded memory), to a temporary name, renamed into place atomically, under an
 exclusive lock file so two tasks starting at once build it once; the other waits and reuses it.
 It records the dump it was built from (file size, mtime, SQLite's change counter, format version):
 a changed dump is rebuilt, a file that does not record the current dump is never used. Space is
-checked first (the build needs about twice the final size while it sorts).
+checked first, beside the dump and in SQLite's temporary directory (at 1M tracks: 143 bytes/track
+in the file, a peak of ~200 bytes/track of temporary files).
 """
 
 from __future__ import annotations
