@@ -9,10 +9,14 @@
    under ``bench/results/`` keyed by (tracks, seed, generator version).
    ``--songs`` catalog songs: ~60 % one of the dump's tracks spelled the same, ~10 % spelling variants
    (upper case, the credit dropped or added, ``&`` <-> ``and`` in title or artist), ~30 % not in the
-   dump. Timed: ``DumpProvider(path).lookup_many`` over batches of 500 (as ``enrich.run_dump_chunk``
-   calls it). Target: >= 20,000 songs/s. Accuracy: the right ``lrclib_id`` (found / instrumental)
-   for the songs in the dump, ``not_found`` for the others, per kind of song. Below target, one-word
-   titles and longer ones are timed apart (a common title has many same-named records to score).
+   dump. The lookup index beside the dump (``musicrec.lyrics.sidecar``) is built first, timed
+   (reused when current; ``--rebuild-sidecar`` forces a timed build), then timed:
+   ``DumpProvider(path).lookup_many`` over batches of 500 (as ``enrich.run_dump_chunk`` calls it),
+   and, as the baseline in the same run, the same songs through the dump's own name index
+   (``use_sidecar=False``): the ratio, and how many outcomes differ (must be 0). Target: >= 20,000
+   songs/s. Accuracy: the right ``lrclib_id`` (found / instrumental) for the songs in the dump,
+   ``not_found`` for the others, per kind of song. Below target, one-word titles and longer ones
+   are timed apart (a common title has many same-named records to score).
 2. API provider, ``musicrec.lyrics.api.LrclibApi`` driven by ``enrich._api`` (the DAG's bounded
    window) against the local LRCLIB-compatible server ``tests.lrclib_server.LrclibServer`` on a
    small dump of the same generator (``--api-tracks``): (a) rate limit off; (b) the project's
@@ -28,6 +32,7 @@
     python bench/lyrics.py --tracks 100000 --songs 20000     # quicker
     python bench/lyrics.py --skip-api                        # the dump provider only
     python bench/lyrics.py --profile                         # + cProfile of the dump lookups
+    python bench/lyrics.py --skip-api --rebuild-sidecar      # + a timed build of the lookup index
 
 Peak RSS (``ru_maxrss``) includes the dump pages the provider touched through its 1 GiB mmap.
 Figures are written as JSON to ``bench/results/lyrics.json`` (``--json PATH`` to change).
@@ -371,22 +376,44 @@ def print_grades(label: str, grades: dict) -> None:
 # 1. dump provider
 # --------------------------------------------------------------------------------------------
 
-def bench_dump(args: argparse.Namespace) -> dict:
+def _sidecar(path: Path, rebuild: bool) -> dict:
+    """The lookup index beside the dump, built (timed) unless a current one is there."""
+    from musicrec.lyrics import sidecar
+
+    target = sidecar.path_for(path)
+    if rebuild:
+        target.unlink(missing_ok=True)
+    cached = sidecar.is_current(target, sidecar.source_of(path))
+    t0 = time.monotonic()
+    sidecar.ensure(path)
+    seconds = time.monotonic() - t0
+    con = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
+    meta = dict(con.execute("SELECT key, value FROM meta"))
+    con.close()
+    out = {"path": str(target), "cached": cached, "bytes": target.stat().st_size, "key_rows": int(meta["rows"]),
+           "word_pairs": int(meta["pairs"]), "build_seconds": None if cached else round(seconds, 2)}
+    built = "cached (--rebuild-sidecar to time a build)" if cached else f"built in {seconds:.1f} s"
+    print(f"lookup index: {built}, {out['bytes'] / 2**20:,.0f} MiB ({out['bytes'] / max(1, _tracks(path)):.0f} "
+          f"bytes/track), {out['key_rows']:,} key rows, {out['word_pairs']:,} word pairs  ({target.name})", flush=True)
+    return out
+
+
+def _tracks(path: Path) -> int:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(*) FROM tracks").fetchone()[0]
+    finally:
+        con.close()
+
+
+def _time_provider(path: Path, songs: list[Song], profiler: cProfile.Profile | None,
+                   **kwargs) -> tuple[dict[str, Outcome], float, float, float]:
+    """(outcomes, seconds in lookup_many, CPU seconds, seconds to open) over batches of ``BATCH``."""
     from musicrec.lyrics.dump import DumpProvider
 
-    print(f"\n=== dump provider: --tracks {args.tracks:,}, --songs {args.songs:,}, batches of {BATCH}")
-    path, names, info = dump_for(args.tracks, args.seed, args.vocab, "dump")
-    t0 = time.monotonic()
-    cases = build_songs(names, args.songs, args.seed)
-    kinds = Counter(c.kind for c in cases)
-    print(f"songs: {len(cases):,} built in {time.monotonic() - t0:.1f} s: "
-          + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())))
-    del names
-    songs = [c.song for c in cases]
-    profiler = cProfile.Profile() if args.profile else None
     outcomes: dict[str, Outcome] = {}
     t0 = time.monotonic()
-    provider = DumpProvider(path)
+    provider = DumpProvider(path, **kwargs)
     t_open = time.monotonic() - t0
     seconds = 0.0
     cpu0 = time.process_time()
@@ -403,22 +430,48 @@ def bench_dump(args: argparse.Namespace) -> dict:
             outcomes.update((s.track_id, o) for s, o in zip(batch, result, strict=True))
     finally:
         provider.close()
-    cpu = time.process_time() - cpu0
+    return outcomes, seconds, time.process_time() - cpu0, t_open
+
+
+def bench_dump(args: argparse.Namespace) -> dict:
+    print(f"\n=== dump provider: --tracks {args.tracks:,}, --songs {args.songs:,}, batches of {BATCH}")
+    path, names, info = dump_for(args.tracks, args.seed, args.vocab, "dump")
+    t0 = time.monotonic()
+    cases = build_songs(names, args.songs, args.seed)
+    kinds = Counter(c.kind for c in cases)
+    print(f"songs: {len(cases):,} built in {time.monotonic() - t0:.1f} s: "
+          + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())))
+    del names
+    songs = [c.song for c in cases]
+    index = _sidecar(path, args.rebuild_sidecar)
+    profiler = cProfile.Profile() if args.profile else None
+    outcomes, seconds, cpu, t_open = _time_provider(path, songs, profiler)
     rate = len(songs) / seconds
+    # baseline, same run: the dump's own name index (no lookup index), as before the sidecar
+    base_out, base_s, _, _ = _time_provider(path, songs, None, use_sidecar=False)
+    base_rate = len(songs) / base_s
+    differ = sum(outcomes[k] != o for k, o in base_out.items())
     statuses = Counter(o.status for o in outcomes.values())
     grades = grade(cases, outcomes)
-    print(f"dump: {'songs':>9s} {'seconds':>9s} {'songs/s':>10s} {'target':>9s}  "
+    print(f"dump: {'':22s} {'songs':>9s} {'seconds':>9s} {'songs/s':>10s} {'target':>9s}  "
           f"{'found':>8s} {'instr.':>7s} {'not_found':>9s} {'error':>6s}")
-    print(f"dump: {len(songs):9,d} {seconds:9.2f} {rate:10,.0f} {TARGET_SONGS_PER_S:9,d}  "
-          f"{statuses['found']:8,d} {statuses['instrumental']:7,d} {statuses['not_found']:9,d} "
-          f"{statuses['error']:6,d}   {'OK' if rate >= TARGET_SONGS_PER_S else 'BELOW TARGET'}")
+    for label, secs, st, r in (("with the lookup index", seconds, statuses, rate),
+                               ("baseline (dump index)", base_s, Counter(o.status for o in base_out.values()),
+                                base_rate)):
+        print(f"dump: {label:22s} {len(songs):9,d} {secs:9.2f} {r:10,.0f} {TARGET_SONGS_PER_S:9,d}  "
+              f"{st['found']:8,d} {st['instrumental']:7,d} {st['not_found']:9,d} "
+              f"{st['error']:6,d}   {'OK' if r >= TARGET_SONGS_PER_S else 'BELOW TARGET'}")
+    print(f"dump: {rate / base_rate:.2f}x the baseline; outcomes that differ from the baseline: {differ:,} "
+          f"(status, record, lyrics, score)")
     print(f"dump: (open {t_open * 1000:.0f} ms; CPU {cpu:.1f} s for {seconds:.1f} s of lookups)")
     print_grades("dump", grades)
     split = _by_title_length(path, songs) if rate < TARGET_SONGS_PER_S else {}
-    out = {"dump": info, "songs": len(songs), "kinds": dict(kinds), "open_seconds": round(t_open, 3),
-           "seconds": round(seconds, 3), "songs_per_s": round(rate, 1), "target_songs_per_s": TARGET_SONGS_PER_S,
-           "meets_target": rate >= TARGET_SONGS_PER_S, "statuses": dict(statuses), "accuracy": grades,
-           "by_title_length": split}
+    out = {"dump": info, "lookup_index": index, "songs": len(songs), "kinds": dict(kinds),
+           "open_seconds": round(t_open, 3), "seconds": round(seconds, 3), "songs_per_s": round(rate, 1),
+           "target_songs_per_s": TARGET_SONGS_PER_S, "meets_target": rate >= TARGET_SONGS_PER_S,
+           "baseline_seconds": round(base_s, 3), "baseline_songs_per_s": round(base_rate, 1),
+           "ratio": round(rate / base_rate, 2), "differ_from_baseline": differ,
+           "statuses": dict(statuses), "accuracy": grades, "by_title_length": split}
     if profiler:
         buf = io.StringIO()
         pstats.Stats(profiler, stream=buf).sort_stats("tottime").print_stats(25)
@@ -579,6 +632,7 @@ def main() -> None:
     parser.add_argument("--skip-dump", action="store_true")
     parser.add_argument("--skip-api", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the dump lookups")
+    parser.add_argument("--rebuild-sidecar", action="store_true", help="delete and rebuild (and time) the lookup index")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, default=RESULTS / "lyrics.json")
     args = parser.parse_args()

@@ -8,7 +8,7 @@ from pymongo import MongoClient
 from upath import UPath
 
 from musicrec.catalog import sync
-from musicrec.lyrics import queue
+from musicrec.lyrics import queue, sidecar
 from tests.conftest import airflow_dags_test
 from tests.integration.test_lyrics_dump import ANCHOR, check_against_truth, expected
 
@@ -29,6 +29,9 @@ def test_lyrics_enrichment_dag_with_the_dump(tiny_lake, tiny_sample, airflow_db,
         out = airflow_dags_test("lyrics_enrichment", {"max_chunks": 2}, env)
         assert "task_id=fetch_dump" in out and "map_index=1" in out  # two mapped chunks
         assert "songs/s" in out  # progress lines in the task log
+        # plan_dump built the lookup index before the mapped chunks opened the dump
+        assert "dump ready" in out and sidecar.is_current(sidecar.path_for(tiny_sample.lrclib_dump),
+                                                          sidecar.source_of(tiny_sample.lrclib_dump))
         check_against_truth(db, expected(tiny_sample))
         first = queue.status_counts(db)
         assert first["pending"] == 0

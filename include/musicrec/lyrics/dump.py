@@ -18,6 +18,7 @@ A ``.gz`` dump is decompressed once, streaming, to a file beside it.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import json
 import logging
@@ -27,21 +28,23 @@ import shutil
 import sqlite3
 import struct
 from collections import defaultdict
+from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 
+from musicrec.lyrics import sidecar
 from musicrec.lyrics.match import THRESHOLD, Candidate, Outcome, Song, outcome_of
-from musicrec.lyrics.normalize import lrclib_lower, query_words, strip_credits
+from musicrec.lyrics.normalize import lrclib_lower, plain_key, query_words, strip_credits
+from musicrec.lyrics.sidecar import CREDIT_GLOB, CREDIT_WORDS, TOP
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "dump"
 SEARCH_LIMIT = 20
-CREDIT_WORDS = ("feat", "ft", "featuring", "with")  # how a credit starts once LRCLIB lowered it
-_CREDIT_GLOB = "[ftw][et]*"  # after "<artist key> ": feat…, ft…, featuring…, with…
-_TOP = "\U0010ffff"  # sorts after every character: "<key> " .. "<key> <TOP>" = every "<key> …"
 # Pass 1 sees "<title>" and "<title> <credit>"; a record the scorer accepts but pass 1 cannot see has
 # its credit *inside* the title ("Song (feat. X) (Live)"), which needs a title of several parts.
 _MULTI_PART = re.compile(r"[(\[{/:–—-]")
+_PLAIN_WORD = re.compile(r"[a-z0-9]+")  # a word FTS5's unicode61 tokenizer keeps as one token, unchanged
 _COLUMNS = ("t.id, t.name, t.artist_name, t.album_name, t.duration, coalesce(l.instrumental, 0), "
             "l.plain_lyrics, l.synced_lyrics")
 
@@ -60,23 +63,60 @@ def ensure_unpacked(path: str | os.PathLike[str]) -> Path:
         return src
     target = src.with_suffix("")
     marker = target.with_name(target.name + ".source.json")
-    stat = src.stat()
-    source = {"archive": src.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if target.exists() and marker.exists() and json.loads(marker.read_text()) == source:
+    if _unpacked_is_current(src, target, marker):
         return target
-    need = _unpacked_size_estimate(src)
-    free = shutil.disk_usage(target.parent).free
-    if free < need * 1.05:
-        raise DumpError(f"unpacking {src} needs about {need / 2**30:.1f} GiB free in {target.parent}, "
-                        f"{free / 2**30:.1f} GiB are free (the full LRCLIB dump unpacks to 60+ GiB): free space, "
-                        "or unpack it elsewhere and pass that .sqlite3 file as dump_path")
-    partial = target.with_name(target.name + ".partial")
-    log.info("unpacking %s (%.1f MiB) -> %s", src, stat.st_size / 2**20, target)
-    with gzip.open(src, "rb") as fin, open(partial, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 16 << 20)
-    os.replace(partial, target)
-    marker.write_text(json.dumps(source))
+    # two tasks starting at once: one unpacks, the other waits and then finds it current
+    with sidecar.locked(target.with_name(target.name + ".lock")):
+        if _unpacked_is_current(src, target, marker):
+            return target
+        stat = src.stat()
+        need = _unpacked_size_estimate(src)
+        free = shutil.disk_usage(target.parent).free
+        if free < need * 1.05:
+            raise DumpError(f"unpacking {src} needs about {need / 2**30:.1f} GiB free in {target.parent}, "
+                            f"{free / 2**30:.1f} GiB are free (the full LRCLIB dump unpacks to 60+ GiB): free space, "
+                            "or unpack it elsewhere and pass that .sqlite3 file as dump_path")
+        for stale in target.parent.glob(f"{glob.escape(target.name)}.partial-*"):  # a killed unpacker's (we hold the lock)
+            stale.unlink(missing_ok=True)
+        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        log.info("unpacking %s (%.1f MiB) -> %s", src, stat.st_size / 2**20, target)
+        try:
+            with gzip.open(src, "rb") as fin, open(partial, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 16 << 20)
+            marker.unlink(missing_ok=True)  # no marker while the target changes
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        marker.write_text(json.dumps(_archive_source(src)))
     return target
+
+
+def _archive_source(src: Path) -> dict:
+    stat = src.stat()
+    return {"archive": src.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _unpacked_is_current(src: Path, target: Path, marker: Path) -> bool:
+    try:
+        return target.exists() and json.loads(marker.read_text()) == _archive_source(src)
+    except (OSError, ValueError):
+        return False
+
+
+def prepare(path: str | os.PathLike[str]) -> dict:
+    """What the dump's chunks need, made once before they start (the DAG's plan task): the unpacked
+    file and its lookup index (None, with a warning, where it cannot be built)."""
+    dump = ensure_unpacked(path)
+    return {"dump": str(dump), "sidecar": str(index) if (index := _ensure_sidecar(dump)) else None}
+
+
+def _ensure_sidecar(dump: Path) -> Path | None:
+    try:
+        return sidecar.ensure(dump)
+    except (sidecar.SidecarError, OSError, sqlite3.Error) as exc:
+        log.warning("no lookup index beside %s (%s): probing the dump's name index instead (slower, same "
+                    "results)", dump, exc)
+        return None
 
 
 def _unpacked_size_estimate(src: Path) -> int:
@@ -93,11 +133,17 @@ def _fts_phrase(words: list[str]) -> str:
 
 
 class DumpProvider:
-    """Thread-confined: one provider (one SQLite connection) per thread/process."""
+    """Thread-confined: one provider (one SQLite connection) per thread/process.
+
+    ``use_sidecar``: look the first pass up in the lookup index beside the dump
+    (:mod:`musicrec.lyrics.sidecar`, built here when missing or stale); where it cannot be built (no
+    space, a read-only folder) the provider says so and probes the dump's own index instead: the same
+    candidates and statuses, slower."""
 
     name = PROVIDER
 
-    def __init__(self, path: str | os.PathLike[str], threshold: float = THRESHOLD, use_fts: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], threshold: float = THRESHOLD, use_fts: bool = True,
+                 use_sidecar: bool = True) -> None:
         self.path = ensure_unpacked(path)
         self.threshold = threshold
         self.use_fts = use_fts
@@ -110,6 +156,29 @@ class DumpProvider:
         if missing:
             raise DumpError(f"{self.path} is not an LRCLIB dump: tables {sorted(missing)} are missing")
         self.con.execute("CREATE TEMP TABLE IF NOT EXISTS q (i INTEGER, lo TEXT, hi TEXT, a TEXT)")
+        self.pairs = False  # the sidecar's word pairs: a search that cannot hit is skipped
+        self.sidecar = self._attach_sidecar() if use_sidecar else None
+
+    def _attach_sidecar(self) -> Path | None:
+        path = _ensure_sidecar(self.path)
+        if path is None:
+            return None
+        self.con.execute("ATTACH DATABASE ? AS s", (f"file:{path}?mode=ro",))
+        self.con.execute("PRAGMA s.cache_size = -32768")  # 32 MiB; page cache and mmap are per schema
+        self.con.execute("PRAGMA s.mmap_size = 1073741824")
+        # the file attached may have been replaced since ensure() checked it: check what is attached
+        try:
+            row = self.con.execute("SELECT value FROM s.meta WHERE key = 'source'").fetchone()
+        except sqlite3.DatabaseError:
+            row = None
+        if row is None or json.loads(row[0]) != sidecar.source_of(self.path):
+            self.con.execute("DETACH DATABASE s")
+            log.warning("lookup index %s does not record %s as it is now: not used", path, self.path)
+            return None
+        self.con.execute("CREATE TEMP TABLE IF NOT EXISTS k (i INTEGER, t TEXT, a TEXT)")
+        pairs = self.con.execute("SELECT value FROM s.meta WHERE key = 'pairs'").fetchone()
+        self.pairs = pairs is not None and int(pairs[0]) >= 0
+        return path
 
     def close(self) -> None:
         self.con.close()
@@ -124,17 +193,48 @@ class DumpProvider:
         """One outcome per song, in order."""
         candidates = self._candidates(songs)
         out = []
+        search = []
         for i, song in enumerate(songs):
             result = outcome_of(song, candidates.get(i, []), PROVIDER, self.threshold)
             if result.status == "not_found" and self.use_fts and _MULTI_PART.search(song.title):
-                result = outcome_of(song, self._search(song), PROVIDER, self.threshold)
+                search.append(i)
             out.append(result)
+        if search and self.pairs:
+            hits = self._may_hit([songs[i] for i in search])
+            for i in (i for i, hit in zip(search, hits, strict=True) if not hit):
+                out[i] = outcome_of(songs[i], [], PROVIDER, self.threshold)  # what a search finding nothing gives
+            search = [i for i, hit in zip(search, hits, strict=True) if hit]
+        for i in search:
+            out[i] = outcome_of(songs[i], self._search(songs[i]), PROVIDER, self.threshold)
         return out
 
     def lookup(self, song: Song) -> Outcome:
         return self.lookup_many([song])[0]
 
     def _candidates(self, songs: list[Song]) -> dict[int, list[Candidate]]:
+        return self._candidates_by_key(songs) if self.sidecar else self._candidates_by_range(songs)
+
+    def _candidates_by_key(self, songs: list[Song]) -> dict[int, list[Candidate]]:
+        """The first pass through the sidecar: one seek per (title key, artist key) pair, which finds
+        exactly the records :meth:`_candidates_by_range` finds for that pair."""
+        rows = [(i, t, a) for i, song in enumerate(songs)
+                for t in name_keys(song.title) for a in name_keys(song.artist)]
+        return _by_song(self._temp("k", rows).execute(f"""
+            SELECT k.i, {_COLUMNS} FROM k
+            CROSS JOIN s.keys x ON x.t = k.t AND x.a = k.a
+            CROSS JOIN tracks t ON t.id = x.id
+            LEFT JOIN lyrics l ON l.id = t.last_lyrics_id
+        """))
+
+    def _temp(self, table: str, rows: list[tuple]) -> sqlite3.Cursor:
+        """A cursor after temp table ``table`` was refilled with ``rows`` (the batch's probes)."""
+        cur = self.con.cursor()
+        cur.execute(f"DELETE FROM {table}")
+        if rows:
+            cur.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
+        return cur
+
+    def _candidates_by_range(self, songs: list[Song]) -> dict[int, list[Candidate]]:
         """Records named like one of the song's title keys (or that key plus a credit) *and* credited to
         one of its artist keys (or that key plus a credit), in one join on ``name_lower``'s index.
 
@@ -144,21 +244,34 @@ class DumpProvider:
         for i, song in enumerate(songs):
             artists = name_keys(song.artist)
             for title in name_keys(song.title):
-                ranges = [(title, title)] + [(f"{title} {w} ", f"{title} {w} {_TOP}") for w in CREDIT_WORDS]
+                ranges = [(title, title)] + [(f"{title} {w} ", f"{title} {w} {TOP}") for w in CREDIT_WORDS]
                 rows.extend((i, lo, hi, artist) for lo, hi in ranges for artist in artists)
-        cur = self.con.cursor()
-        cur.execute("DELETE FROM q")
-        cur.executemany("INSERT INTO q (i, lo, hi, a) VALUES (?, ?, ?, ?)", rows)
-        found: dict[int, dict[int, Candidate]] = defaultdict(dict)
-        for row in cur.execute(f"""
+        return _by_song(self._temp("q", rows).execute(f"""
             SELECT q.i, {_COLUMNS} FROM q
             JOIN tracks t ON t.name_lower BETWEEN q.lo AND q.hi
             LEFT JOIN lyrics l ON l.id = t.last_lyrics_id
-            WHERE t.artist_name_lower = q.a OR (t.artist_name_lower BETWEEN q.a AND q.a || ' {_TOP}'
-                  AND substr(t.artist_name_lower, length(q.a) + 2) GLOB '{_CREDIT_GLOB}')
-        """):
-            found[row[0]].setdefault(row[1], _candidate(row[1:]))
-        return {i: list(c.values()) for i, c in found.items()}
+            WHERE t.artist_name_lower = q.a OR (t.artist_name_lower BETWEEN q.a AND q.a || ' {TOP}'
+                  AND substr(t.artist_name_lower, length(q.a) + 2) GLOB '{CREDIT_GLOB}')
+        """))
+
+    def _may_hit(self, songs: list[Song]) -> list[bool]:
+        """False where :meth:`_search` is certain to find no record: some (title word, artist word) of
+        the song occurs in no record of the FTS index (the sidecar's ``pairs``). Only words the tokenizer
+        keeps as they are (``[a-z0-9]+``) are checked; a song with another word is searched."""
+        rows, wanted, hits = [], [], [True] * len(songs)
+        for n, song in enumerate(songs):
+            title, artist = query_words(song.title), query_words(song.artist)
+            if title and artist and all(map(_PLAIN_WORD.fullmatch, title + artist)):
+                pairs = {(t, a) for t in title for a in artist}
+                rows.extend((n, t, a) for t, a in pairs)
+                wanted.append((n, len(pairs)))
+        if not rows:
+            return hits
+        present = dict(self._temp("k", rows).execute("SELECT k.i, count(*) FROM k CROSS JOIN s.pairs p ON p.t = k.t AND p.a = k.a "
+                                   "GROUP BY k.i"))
+        for n, need in wanted:
+            hits[n] = present.get(n, 0) == need
+        return hits
 
     def _search(self, song: Song) -> list[Candidate]:
         """FTS5 search (``tracks_fts``), as the API's ``/api/search`` does: words in any order."""
@@ -177,15 +290,27 @@ class DumpProvider:
         return [_candidate(r) for r in rows]
 
 
-def name_keys(name: str) -> list[str]:
+@lru_cache(maxsize=1 << 17)  # an artist's every song
+def name_keys(name: str) -> tuple[str, ...]:
     """``*_lower`` values a record of this title or artist can have before any credit: LRCLIB's
     lowering of the name without its credit, with ``&``/``+`` dropped (LRCLIB's way), spelled
     ``and``, or ``and`` dropped (a record spelling ``&`` where we spell ``and``)."""
+    if (lowered := plain_key(name)) is not None:  # fast path: no credit, no '&'/'+': the same keys
+        dropped = " ".join(w for w in lowered.split() if w != "and")
+        return tuple(k for k in (lowered, dropped if dropped != lowered else "") if k)
     bare = strip_credits(name)
     lowered = lrclib_lower(bare)
     keys = [lowered, lrclib_lower(bare.replace("&", " and ").replace("+", " and ")),
             " ".join(w for w in lowered.split() if w != "and")]
-    return [k for n, k in enumerate(keys) if k and k not in keys[:n]]
+    return tuple(k for n, k in enumerate(keys) if k and k not in keys[:n])
+
+
+def _by_song(rows: Iterable[tuple]) -> dict[int, list[Candidate]]:
+    """Candidates per song index from ``(song index, candidate columns…)`` rows, each record once."""
+    found: dict[int, dict[int, Candidate]] = defaultdict(dict)
+    for row in rows:
+        found[row[0]].setdefault(row[1], _candidate(row[1:]))
+    return {i: list(c.values()) for i, c in found.items()}
 
 
 def _candidate(row: tuple) -> Candidate:

@@ -98,6 +98,8 @@ def score(song: Song, cand: Candidate, keys: tuple[str, str] | None = None) -> f
 
 def best(song: Song, candidates: list[Candidate], threshold: float = THRESHOLD) -> tuple[Candidate, float] | None:
     """The best-scoring candidate at or above ``threshold`` (ties: one with lyrics, then the lower id)."""
+    if not candidates:
+        return None
     keys = (match_key(song.title), match_key(song.artist))
     scored = [(score(song, c, keys), c) for c in candidates]
     scored = [(s, c) for s, c in scored if s >= threshold]

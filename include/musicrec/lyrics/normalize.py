@@ -54,11 +54,21 @@ def strip_credits(text: str) -> str:
     return out.strip() or text.strip()
 
 
+def plain_key(text: str) -> str | None:
+    """The lowered, space-collapsed ``text`` when it is letters, digits and spaces without a credit
+    word (most names): then it is both its :func:`lrclib_lower` and its :func:`match_key`; else None."""
+    if _PLAIN.fullmatch(text) and not _MAYBE_CREDIT.search(text):
+        return " ".join(text.lower().split())
+    return None
+
+
 @lru_cache(maxsize=1 << 17)  # names repeat (an artist's every song, a title's every candidate)
 def match_key(text: str | None) -> str:
     """The key both sides are compared by: credits removed, ``&``/``+`` = ``and``, LRCLIB-lowered."""
     if not text:
         return ""
+    if (key := plain_key(text)) is not None:  # fast path
+        return key
     return lrclib_lower(_AND.sub(" and ", strip_credits(text)))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Variable
 from airflow.sdk.exceptions import AirflowSkipException
 
+from musicrec.lyrics import dump as lyrics_dump
 from musicrec.lyrics import enrich, queue
 from musicrec_airflow.hooks.lrclib import LrclibHook
 from musicrec_airflow.hooks.mongo import mongo_database
@@ -34,7 +35,8 @@ def resolve_provider(provider: str, dump: str) -> str:
 
 class LyricsPlanOperator(BaseOperator):
     """Plans chunks of the pending queue (popularity order) for one provider: returns their bounds
-    (small) when ``provider`` resolves to ``for_provider``, else ``[]`` (its mapped fetch is skipped)."""
+    (small) when ``provider`` resolves to ``for_provider``, else ``[]`` (its mapped fetch is skipped).
+    For the dump it first unpacks a ``.gz`` and builds the lookup index beside it (once per dump)."""
 
     template_fields: Sequence[str] = ("provider", "max_songs", "max_chunks", "max_attempts", "dump_path")
 
@@ -53,6 +55,8 @@ class LyricsPlanOperator(BaseOperator):
             return []
         db = mongo_database(self.mongo_conn_id)
         queue.ensure_indexes(db)
+        if provider == "dump":  # unpack + lookup index here, once, before the mapped chunks open the dump
+            self.log.info("dump ready: %s", lyrics_dump.prepare(dump))
         chunks = queue.plan(db, max_songs=int(self.max_songs), max_chunks=int(self.max_chunks),
                             max_attempts=int(self.max_attempts))
         self.log.info("lyrics queue: %d pending songs in %d chunks, provider %s%s; store now: %s",
