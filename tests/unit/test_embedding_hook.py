@@ -26,7 +26,7 @@ def test_connection_bge_m3_path_and_clear_errors(monkeypatch, tmp_path):
     from musicrec_airflow.hooks.embedding import EmbeddingHook
 
     missing = tmp_path / "bge-m3-snapshot"
-    monkeypatch.delenv(enc.BGE_M3_ENV, raising=False)
+    monkeypatch.setenv(enc.BGE_M3_ENV, "")  # recorded, so what the hook sets is undone after the test
     monkeypatch.setenv("AIRFLOW_CONN_EMBEDDING_TEST", json.dumps(
         {"conn_type": "embedding", "extra": {"model": "bge-m3", "device": "cpu", "bge_m3_path": str(missing)}}))
     hook = EmbeddingHook("embedding_test")

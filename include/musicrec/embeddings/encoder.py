@@ -77,7 +77,8 @@ def minilm_path() -> Path:
 def bge_m3_path(explicit: str | None = None) -> Path:
     """The BGE-M3 directory: ``explicit``, else ``$MUSICREC_BGE_M3_PATH``, else the local HF cache."""
     looked: list[str] = []
-    for candidate in (explicit, os.environ.get(BGE_M3_ENV)):
+    # an explicit directory is the only place looked in: never silently another checkpoint
+    for candidate in ((explicit,) if explicit else (os.environ.get(BGE_M3_ENV),)):
         if candidate:
             path = Path(candidate).expanduser()
             if (path / "config.json").exists():
