@@ -141,17 +141,9 @@ def next_song(user_id: str, current_track_id: str, k: int = 10, *, db: Database,
     lyrics = dict(similar)
     # fill each side's scores for the other side's candidates, so the blend compares like with like
     only_lyrics = [t for t in lyrics if t not in als]
-    for tid, vec in _item_vectors(milvus, collection, only_lyrics).items():
+    for tid, vec in hybrid.dense_vectors(milvus, collection, only_lyrics, field=mv.VECTOR_FIELD).items():
         als[tid] = float(session @ vec)
     only_als = [t for t in als if t not in lyrics]
     for tid, vec in hybrid.dense_vectors(milvus, lyrics_collection, only_als).items():
         lyrics[tid] = float(current @ vec)
     return _with_titles(db, hybrid.blend(als, lyrics)[:k])
-
-
-def _item_vectors(milvus, collection: str, ids: list[str]) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for start in range(0, len(ids), 500):
-        for r in milvus.query(collection, ids=ids[start:start + 500], output_fields=[mv.ID_FIELD, mv.VECTOR_FIELD]):
-            out[r[mv.ID_FIELD]] = np.asarray(r[mv.VECTOR_FIELD], dtype=np.float32)
-    return out

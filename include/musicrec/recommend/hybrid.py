@@ -131,12 +131,13 @@ def search(text: str, k: int = 10, *, milvus, db: Database | None = None, encode
 
 # ----------------------------------------------------------------------------- next_song's content term
 
-def dense_vectors(milvus, collection: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
+def dense_vectors(milvus, collection: str, ids: Iterable[str], field: str = store.DENSE) -> dict[str, np.ndarray]:
+    """track_id -> the stored vector in ``field`` (ids without a row are absent)."""
     ids = list(dict.fromkeys(ids))
     out: dict[str, np.ndarray] = {}
     for start in range(0, len(ids), 500):
-        for r in milvus.query(collection, ids=ids[start:start + 500], output_fields=[store.ID_FIELD, store.DENSE]):
-            out[r[store.ID_FIELD]] = np.asarray(r[store.DENSE], dtype=np.float32)
+        for r in milvus.query(collection, ids=ids[start:start + 500], output_fields=[store.ID_FIELD, field]):
+            out[r[store.ID_FIELD]] = np.asarray(r[field], dtype=np.float32)
     return out
 
 
