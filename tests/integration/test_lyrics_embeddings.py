@@ -305,3 +305,13 @@ def test_next_song_blends_als_and_lyrics_similarity(env):
     # without the content term: the plain ALS order
     plain = recommend.next_song("u1", "s01", 5, db=db, milvus=milvus, exclude=[], content=False)
     assert [r.track_id for r in plain] == [t for t, _ in sorted(als.items(), key=lambda kv: -kv[1])[:5]]
+
+
+def test_max_songs_takes_the_most_played_first(env, bge):
+    db, root, milvus, qdrant = env
+    first = run_all(db, root, bge, milvus, qdrant, "run1", max_songs=3)
+    assert first["embed"]["embedded"] == 3
+    assert set(mongo_fingerprints(db)) == {"s01", "s02", "s03"}  # plays_total 100, 99, 98
+    rest = run_all(db, root, bge, milvus, qdrant, "run2")
+    assert rest["embed"]["embedded"] == 4 and rest["stamp"]["written"] == 4
+    assert set(assert_mirrors_agree(db, milvus, qdrant, rest["embed"]["collection"])) == set(LYRICS) - {"s08"}
