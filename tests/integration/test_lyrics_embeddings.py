@@ -315,3 +315,14 @@ def test_max_songs_takes_the_most_played_first(env, bge):
     rest = run_all(db, root, bge, milvus, qdrant, "run2")
     assert rest["embed"]["embedded"] == 4 and rest["stamp"]["written"] == 4
     assert set(assert_mirrors_agree(db, milvus, qdrant, rest["embed"]["collection"])) == set(LYRICS) - {"s08"}
+
+
+def test_bge_m3_batches_equal_flagembeddings_own_encode(bge):
+    """Our batch-by-batch BGE-M3 driver gives what BGEM3FlagModel.encode gives (dense and lexical weights)."""
+    texts = [plain for _, _, plain in LYRICS.values() if plain.strip()]
+    ours = bge.encode(texts, batch_size=3)
+    raw = bge.flag.encode(texts, batch_size=3, max_length=bge.max_length, return_dense=True, return_sparse=True)
+    assert np.allclose(ours.dense, raw["dense_vecs"], atol=1e-5)
+    for mine, theirs in zip(ours.sparse, raw["lexical_weights"], strict=True):
+        assert mine.keys() == {int(k) for k in theirs}
+        assert all(abs(mine[int(k)] - float(v)) < 1e-5 for k, v in theirs.items())
