@@ -20,7 +20,8 @@ STATES = ("before", "after")
 
 
 def build(run_id: str, parts: list[dict[str, Any]], *, repair: bool, dry_run: bool, grace_minutes: float,
-          max_findings: int, started: datetime | None = None) -> dict[str, Any]:
+          max_findings: int, started: datetime | None = None, failed_scopes: list[str] | None = None
+          ) -> dict[str, Any]:
     """One document from the scopes' parts (``musicrec.audit.run.run_scope`` results)."""
     rows = []
     for part in parts:
@@ -41,8 +42,8 @@ def build(run_id: str, parts: list[dict[str, Any]], *, repair: bool, dry_run: bo
         "started_at": started.isoformat() if started else None,
         "params": {"repair": repair, "dry_run": dry_run, "grace_minutes": grace_minutes,
                    "max_findings": max_findings},
-        "findings": found, "remaining": remaining, "clean": remaining == 0,
-        "passed": remaining <= max_findings,
+        "findings": found, "remaining": remaining, "clean": remaining == 0 and not failed_scopes,
+        "passed": remaining <= max_findings and not failed_scopes, "failed_scopes": failed_scopes or [],
         "counts": rows,
         "scopes": parts,
         "actions": [a for part in parts for p in part.get("plans", []) for a in p.get("actions", [])],
@@ -70,6 +71,8 @@ def table(report: dict[str, Any]) -> str:
                     lines.append(f"{plan['name']:<11}{label[:47]:<48}{n!s:>9}  "
                                  + " ".join(f"{kinds.get(k, 0):>9}" for k in KINDS))
     verdict = "clean" if report["clean"] else f"{report['remaining']} open findings"
+    if report.get("failed_scopes"):
+        verdict += f", scopes FAILED: {', '.join(report['failed_scopes'])}"
     lines.append(f"total: {report['findings']} findings, {verdict}; "
                  f"{sum(a['count'] for a in report['actions'])} repair actions"
                  f"{' (dry run: nothing written)' if report['params']['dry_run'] else ''}")

@@ -18,6 +18,7 @@ PIPELINE: list[tuple[str, dict[str, Any]]] = [
     ("catalog_sync", {}),
     ("als_training", {}),
     ("lyrics_enrichment", {}),
+    ("store_audit", {}),
 ]
 
 

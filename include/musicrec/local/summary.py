@@ -88,6 +88,24 @@ def print_models(models: dict[str, Any]) -> None:
             print(f"  {n:>2}. {rec.artist} - {rec.title}   ({rec.score:.3f})")
 
 
+def print_audit(lake: Path) -> dict[str, Any] | None:
+    """The newest store_audit report in the lake: its summary table and path."""
+    import json
+
+    from musicrec.audit import report
+
+    reports = sorted((lake / "audit").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    if not reports:
+        print("store audit: no report yet")
+        return None
+    doc = json.loads(reports[-1].read_text())
+    print(f"store audit ({doc['run_id']}): {'clean' if doc['clean'] else str(doc['remaining']) + ' open findings'}")
+    for line in report.table(doc).splitlines():
+        print("  " + line)
+    print(f"  report: {reports[-1].with_name('report.html')}")
+    return doc
+
+
 def print_summary() -> dict[str, Any]:
     lake = services.data_dir() / "lake"
     summary = collect(lake, f"mongodb://127.0.0.1:{services.mongo_port()}/")
@@ -106,6 +124,8 @@ def print_summary() -> dict[str, Any]:
     print_models(models)
     summary["models"] = {"active": models["model"]["_id"] if models["model"] else None,
                          "recommendations": len(models["recommendations"])}
+    audit = print_audit(lake)
+    summary["audit"] = {"clean": audit["clean"], "findings": audit["findings"]} if audit else None
     print("UI: `make airflow` then http://127.0.0.1:8080")
     return summary
 
