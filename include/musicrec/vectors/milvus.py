@@ -27,7 +27,8 @@ ID_FIELD, VECTOR_FIELD = "track_id", "embedding"
 ID_MAX_LENGTH = 64
 DEFAULT_INDEX = {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 16, "efConstruction": 200}}
 # What milvus-lite really builds; it accepts IVF_PQ/DISKANN/SCANN and reports "Finished" without an index.
-LITE_BUILT_INDEXES = {"HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "FLAT", "BRUTE_FORCE", "AUTOINDEX"}
+LITE_BUILT_INDEXES = {"HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "FLAT", "BRUTE_FORCE", "AUTOINDEX",
+                      "SPARSE_INVERTED_INDEX"}  # the last: sparse fields (IP, or BM25 on a function output)
 
 
 class VectorStoreError(RuntimeError):
