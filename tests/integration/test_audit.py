@@ -261,3 +261,152 @@ def test_lake_file_without_a_copy_is_flagged(stores):
     assert [(a["action"], a["ids"]) for a in plan["actions"]] == [("flagged_no_copy", [rel])]
     assert plan["after"]["counts"] == {"lake": {"missing": 1}}
     assert db[core.STATE].find_one({"key": rel})["kind"] == "missing"  # the flag, kept until fixed
+
+
+# ----------------------------------------------------------------------------- lyrics (the emb contract)
+
+LYR_DIM = 8
+MODEL_ID = "test/lyrics-model"
+SLUG = "audit_test"
+
+
+def lyrics_rows(keys: list[str], version: str = "v1", seed: int = 0):
+    from musicrec.embeddings import store
+
+    rng = np.random.default_rng(seed)
+    dense = rng.normal(size=(len(keys), LYR_DIM)).astype(np.float32)
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    rows = [{"track_id": k, "title": f"Song {k}", "artist": "Band", "text": f"Song {k} Band la la {version}",
+             "lyrics_sha256": hashlib.sha256(f"{k}-{version}".encode()).hexdigest(), "model_id": MODEL_ID}
+            for k in keys]
+    return store.delta_table(rows, dense, None, LYR_DIM)
+
+
+def publish_lyrics(root, db, milvus, qdrant, table, run_id: str) -> None:
+    """What lyrics_embeddings does per the contract: delta file + registry, vectors, songs.embedding."""
+    from musicrec.embeddings import store
+
+    rel = store.part_path(SLUG, run_id, 0)
+    store.write_delta(root, db, rel, table, run_id)
+    name = store.collection_name(SLUG)
+    store.upsert_milvus(milvus, name, table)
+    for field in ("dense", "text_bm25"):
+        itype, metric, params = store.INDEXES[field]
+        mv.ensure_index(milvus, name, mv.IndexSpec(itype, metric, params), field=field)
+    store.upsert_qdrant(qdrant, name, table)
+    for k, sha in zip(table.column("track_id").to_pylist(), table.column("lyrics_sha256").to_pylist(), strict=True):
+        db["songs"].update_one({"_id": k}, {"$set": {"lyrics": {"status": "found", "sha256": sha},
+                                                     "embedding": {"model_id": MODEL_ID, "lyrics_sha256": sha,
+                                                                   "shard": rel}}}, upsert=True)
+
+
+@pytest.fixture
+def lyrics_stores(mongo_db, milvus_uri, tmp_path):
+    from musicrec.embeddings import store
+
+    root = UPath(tmp_path / "lake")
+    db = mongo_db
+    milvus = MilvusClient(uri=milvus_uri)
+    clean_milvus(milvus)
+    qdrant = QdrantClient(path=str(tmp_path / "qdrant"))
+    keys = [f"s{n:03d}" for n in range(40)]
+    publish_lyrics(root, db, milvus, qdrant, lyrics_rows(keys), "r1")
+    name = store.collection_name(SLUG)
+    mv.swap_alias(milvus, store.ALIAS, name)
+    publish.qd.swap_alias(qdrant, store.ALIAS, name)
+    db["songs"].insert_many([{"_id": f"n{n}", "lyrics": {"status": "not_found"}} for n in range(5)])
+    db["models"].insert_one({"_id": store.model_doc_id(SLUG), "kind": "embedding", "model_id": MODEL_ID,
+                             "dim": LYR_DIM, "sparse": False, "collection": name, "status": "active"})
+    yield root, db, milvus, qdrant, name
+    qdrant.close()
+    clean_milvus(milvus)
+
+
+def test_lyrics_faults_found_repaired_and_a_concurrent_writer_keeps_its_data(lyrics_stores):
+    from musicrec.audit import lyrics
+    from musicrec.embeddings import store
+
+    root, db, milvus, qdrant, name = lyrics_stores
+    mil, qdr, emb = f"milvus:{name}", f"qdrant:{name}", "mongo:songs.embedding"
+    orphan = lyrics_rows(["n0", "gone1"], "old", seed=5)  # a song without lyrics, a song that no longer exists
+    store.upsert_milvus(milvus, name, orphan)
+    store.upsert_qdrant(qdrant, name, orphan.slice(1))
+    store.delete_ids(milvus, None, name, ["s001", "s002"])
+    store.delete_ids(None, qdrant, name, ["s003"])
+    store.upsert_milvus(milvus, name, lyrics_rows(["s004"], "older", seed=9))  # an older lyrics version
+    qdrant.set_payload(name, payload={"model_id": "other/model"}, points=[point_id("s005")])
+    db["songs"].update_one({"_id": "n1"}, {"$set": {"embedding": {"model_id": MODEL_ID, "lyrics_sha256": "x",
+                                                                  "shard": "gone"}}})
+    want = {(mil, "orphan", "n0"), (mil, "orphan", "gone1"), (qdr, "orphan", "gone1"), (mil, "missing", "s001"),
+            (mil, "missing", "s002"), (qdr, "missing", "s003"), (mil, "stale", "s004"), (qdr, "stale", "s005"),
+            (emb, "orphan", "n1")}
+    # with writers that race the repair: the audit lists, then they write, then the repair runs
+    ctx = context(root, db, milvus, qdrant, "ly")
+    [plan] = lyrics.plans(ctx)
+    findings, _ = core.audit(plan, ctx)
+    try:
+        got = {(store_, kind, i) for (store_, kind), ids in findings.examples.items() for i in ids}
+        assert got == want
+        core.track(db, ctx, plan, findings)
+        # writer 1: the orphan "gone1" becomes a real song with found lyrics, embedded
+        # writer 2: "s001" (missing at listing time) gets new lyrics, embedded into a newer delta
+        publish_lyrics(root, db, milvus, qdrant, lyrics_rows(["gone1", "s001"], "new", seed=11), "r2")
+        fresh = {r["track_id"]: r["lyrics_sha256"] for r in milvus.get(name, ids=["gone1", "s001"],
+                                                                       output_fields=["lyrics_sha256"])}
+        actions = core.repair(plan, ctx, findings, grace_minutes=0)
+    finally:
+        findings.close()
+    acts = {(a["store"], a["action"]): sorted(a["ids"]) for a in actions}
+    assert acts[(mil, "delete")] == ["n0"]  # gone1 is a song again: re-checked, kept
+    assert (qdr, "delete") not in acts
+    assert acts[(mil, "upsert_from_shard")] == ["s002", "s004"] and acts[(qdr, "upsert_from_shard")] == ["s003", "s005"]
+    assert acts[(emb, "unset_embedding")] == ["n1"]
+    assert "s001" in acts[(mil, "resolved_meanwhile")]
+    kept = {r["track_id"]: r["lyrics_sha256"] for r in milvus.get(name, ids=["gone1", "s001"],
+                                                                  output_fields=["lyrics_sha256"])}
+    assert kept == fresh  # the writer's vectors survive, not overwritten by the older shard
+    # a second audit is clean
+    part = run_scope("lyrics", context(root, db, milvus, qdrant, "ly2"))
+    assert found(part) == set()
+
+
+def test_lyrics_change_without_a_vector_is_flagged_for_encoding(lyrics_stores):
+    root, db, milvus, qdrant, name = lyrics_stores
+    db["songs"].update_one({"_id": "s007"}, {"$set": {"lyrics.sha256": "f" * 64}})  # new lyrics, not embedded yet
+    part = run_scope("lyrics", context(root, db, milvus, qdrant, "enc"), repair=True, grace_minutes=0)
+    plan = part["plans"][0]
+    assert {(s, k) for s, kinds in plan["before"]["counts"].items() for k in kinds} == {
+        (f"milvus:{name}", "stale"), (f"qdrant:{name}", "stale"), ("mongo:songs.embedding", "stale")}
+    acts = {(a["store"], a["action"]): a["ids"] for a in plan["actions"]}
+    assert acts[(f"milvus:{name}", "flagged_needs_encoding")] == ["s007"]
+    assert plan["after"]["total"] == 3  # left for lyrics_embeddings, reported again
+
+
+# ----------------------------------------------------------------------------- the DAG
+
+def test_store_audit_dag_repairs_and_reports(stores, airflow_db, mongo_uri, milvus_uri, tmp_path):
+    from tests.conftest import airflow_dags_test
+
+    root, db, milvus, qdrant = stores
+    name = collection_name(VERSION)
+    milvus.delete(name, ids=["t0100"])
+    qdrant.delete(name, points_selector=models.PointIdsList(points=[point_id("t0101")]))
+    (Path(root.path) / "models/als/stray.json").write_text("{}")
+    qdrant.close()  # local mode: one process at a time, the DAG's tasks open it
+    env = {"AIRFLOW_VAR_MUSICREC_LAKE_ROOT": Path(root.path).as_uri(),
+           "AIRFLOW_CONN_MONGO_DEFAULT": mongo_uri.replace("mongodb://", "mongo://") + db.name,
+           "AIRFLOW_CONN_MILVUS_DEFAULT": json.dumps({"conn_type": "milvus", "extra": {"uri": milvus_uri}}),
+           "AIRFLOW_CONN_QDRANT_DEFAULT": json.dumps({"conn_type": "qdrant",
+                                                      "extra": {"path": str(tmp_path / "qdrant")}})}
+    out = airflow_dags_test("store_audit", {"repair": True, "grace_minutes": 0}, env)
+    for task in ("audit_lake", "audit_als", "audit_lyrics", "report", "check"):
+        assert f"task_id={task}" in out
+    [report_json] = list((Path(root.path) / "audit").glob("*/report.json"))
+    doc = json.loads(report_json.read_text())
+    assert doc["findings"] == 3 and doc["clean"] and doc["passed"]
+    assert {(r["store"], r["kind"]) for r in doc["counts"] if r["state"] == "before"} == {
+        (f"milvus:{name}", "missing"), (f"qdrant:{name}", "missing"), ("lake", "orphan")}
+    assert [p["plans"][0].get("skipped") for p in doc["scopes"] if p["scope"] == "lyrics"] == [
+        "no active embedding model (lyrics_embeddings has not published one)"]
+    assert (report_json.parent / "report.html").exists() and "missing" in out  # the table is in the task log
+    assert milvus.get(name, ids=["t0100"])
