@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/lake_daily.py
 	$(BIN)/python bench/als.py
 	$(BIN)/python bench/lyrics.py
+	$(BIN)/python bench/audit.py
 
 lint: install
 	$(BIN)/ruff check .

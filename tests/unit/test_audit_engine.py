@@ -69,3 +69,11 @@ def test_report_verdicts_and_page():
     assert "milvus:c" in text and "2 open findings" in text
     page = report.render_html(doc)
     assert "<svg" in page and "<script" not in page and 'src="http' not in page
+
+
+def test_ids_with_control_characters_round_trip(tmp_path):
+    odd = [("a\nb", "1"), ("c\x00d", "x\ny"), ("\x01esc:e", "2"), ("plain", "\x01esc:3"), ("tab\there", "é")]
+    with engine.Side("e", spill_dir=tmp_path) as e, engine.Side("a", spill_dir=tmp_path) as a:
+        e.feed(odd)
+        a.feed([])
+        assert sorted((d.id, d.expected) for d in engine.diff(e, a)) == sorted(odd)

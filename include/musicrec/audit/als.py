@@ -32,7 +32,7 @@ from qdrant_client import models
 
 from musicrec.als import publish
 from musicrec.als.params import ALIAS, collection_name
-from musicrec.audit.core import AuditContext, Finding, ScopePlan, Target, chunks
+from musicrec.audit.core import MILVUS_PAGE, QDRANT_PAGE, AuditContext, Finding, ScopePlan, Target, chunks
 from musicrec.catalog.listens import local_file
 from musicrec.ids import point_id
 from musicrec.vectors import milvus as mv
@@ -182,7 +182,7 @@ def _milvus_target(ctx: AuditContext, plan: ScopePlan, version: str, dim: int, n
         return {"delete": ids}
 
     return Target(store, stream=lambda: ((r[mv.ID_FIELD], f"{version}:{digest(r[mv.VECTOR_FIELD])}")
-                                         for r in mv.iter_rows(client, name, [mv.ID_FIELD, mv.VECTOR_FIELD])),
+                                         for r in mv.iter_rows(client, name, [mv.ID_FIELD, mv.VECTOR_FIELD], MILVUS_PAGE)),
                   lookup=rows, upsert=upsert, delete=delete)
 
 
@@ -247,7 +247,7 @@ def _qdrant_target(ctx: AuditContext, plan: ScopePlan, version: str, dim: int, n
         return {"delete": ids}
 
     return Target(store, stream=lambda: ((_qdrant_key(r), _qdrant_fp(r))
-                                         for r in qd.iter_points(client, name, with_vectors=True)),
+                                         for r in qd.iter_points(client, name, with_vectors=True, batch=QDRANT_PAGE)),
                   lookup=lookup, upsert=upsert, delete=delete)
 
 

@@ -38,6 +38,10 @@ KINDS = ("missing", "orphan", "stale", "size_mismatch", "checksum_mismatch", "di
 STATE = "audit_state"  # first/last sighting of every open finding (orphan age, flags)
 IN_CHUNK = 500  # SecantusDB: $in lists <= 500 ids
 EXAMPLE_IDS = 20
+# Enumeration page sizes: milvus-lite's query_iterator costs grow with the number of pages (1,000 rows a
+# page: 4.7k ids/s at 100k rows; 16,384: ~5x faster, bench/audit.py); Milvus caps a page at 16,384.
+MILVUS_PAGE = 10_000
+QDRANT_PAGE = 2_000
 
 
 @dataclass(frozen=True)

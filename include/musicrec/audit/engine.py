@@ -7,12 +7,14 @@ consumed **once**, as a stream:
   bucket on every side); per bucket the side keeps ``count`` and ``checksum = Σ xxh3_64(fingerprint,
   seed=xxh3_64(id)) mod 2^64`` — a sum, so it is independent of the order the store returns rows in,
   and (unlike XOR) a pair seen twice does not cancel out;
-* every pair is also **spilled** to one of ``partitions`` temp files (contiguous bucket ranges), in
-  ``marshal``-ed batches; memory holds at most ``flush_rows`` pending pairs plus the two summary arrays.
+* every pair is also **spilled** to one of ``partitions`` temp files (contiguous bucket ranges) as a
+  text line ``<bucket hex>\0<id>\0<fingerprint>\n`` (a value holding ``\0`` or a newline is written
+  escaped); memory holds at most ``flush_rows`` pending lines plus the two summary arrays.
 
 Then only the buckets whose ``(count, checksum)`` differ are compared id by id: for each spill
-partition holding such buckets, the rows of *those* buckets (and no others) are read back from both
-sides into dicts and diffed. Memory is bounded by the differing buckets of one partition, never by the
+partition holding such buckets, the rows of *those* buckets (and no others: a line whose bucket
+prefix is not wanted is skipped without being parsed) are read back from both sides into dicts and
+diffed. Memory is bounded by the differing buckets of one partition, never by the
 store; a clean audit reads no spill back at all. One pass over each store was chosen over a two-pass
 design (summaries first, then a filtered re-scan of the differing buckets) because the embedded
 vector stores enumerate slowly (Qdrant local mode, Milvus Lite: see bench/audit.py) and a re-scan
@@ -21,7 +23,6 @@ would double that; the price is writing each pair once to local disk (~60 bytes 
 
 from __future__ import annotations
 
-import marshal
 import os
 import shutil
 import tempfile
@@ -65,15 +66,16 @@ class Side:
         self._pshift = bits - partitions.bit_length() + 1
         self._flush_rows = flush_rows
         self._dir = Path(tempfile.mkdtemp(prefix="audit-spill-", dir=spill_dir))
-        self._buffers: list[list[tuple[int, str, str]]] = [[] for _ in range(partitions)]
+        self._width = (bits + 3) // 4
+        self._buffers: list[list[str]] = [[] for _ in range(partitions)]
         self._pending = 0
-        self._files = [self._dir / f"{p:04d}.bin" for p in range(partitions)]
+        self._files = [self._dir / f"{p:04d}.txt" for p in range(partitions)]
 
     # ------------------------------------------------------------------ writing
     def feed(self, pairs: Iterable[tuple[str, str]]) -> Side:
         """Consume ``(id, fingerprint)`` pairs; may be called several times (the stream in parts)."""
         counts, sums, buffers = self.counts, self.sums, self._buffers
-        shift, pshift, h64 = self._shift, self._pshift, _h64
+        shift, pshift, h64, width = self._shift, self._pshift, _h64, self._width
         pending = self._pending
         n = 0
         for key, fp in pairs:
@@ -81,7 +83,9 @@ class Side:
             b = hid >> shift
             counts[b] += 1
             sums[b] = (sums[b] + h64(fp.encode(), hid)) & MASK
-            buffers[b >> pshift].append((b, key, fp))
+            if not (key.isprintable() and fp.isprintable()):  # \n, \0, other controls: escaped
+                key, fp = _escape(key), _escape(fp)
+            buffers[b >> pshift].append(f"{b:0{width}x}\0{key}\0{fp}\n")
             pending += 1
             n += 1
             if pending >= self._flush_rows:
@@ -94,8 +98,8 @@ class Side:
     def _flush(self) -> None:
         for p, buf in enumerate(self._buffers):
             if buf:
-                with open(self._files[p], "ab") as fh:
-                    marshal.dump(buf, fh)
+                with open(self._files[p], "a", encoding="utf-8", newline="\n") as fh:
+                    fh.write("".join(buf))
                 self._buffers[p] = []
         self._pending = 0
 
@@ -113,15 +117,15 @@ class Side:
         path = self._files[partition]
         if not path.exists():
             return out
-        with open(path, "rb") as fh:
-            while True:
-                try:
-                    batch = marshal.load(fh)
-                except EOFError:
-                    break
-                for b, key, fp in batch:
-                    if b in buckets:
-                        out[key] = fp
+        width = self._width
+        wanted = {f"{b:0{width}x}" for b in buckets}
+        with open(path, encoding="utf-8", newline="\n") as fh:
+            for line in fh:
+                if line[:width] in wanted:
+                    _, key, fp = line[:-1].split("\0")
+                    if key.startswith(_ESC) or fp.startswith(_ESC):
+                        key, fp = _unescape(key), _unescape(fp)
+                    out[key] = fp
         return out
 
     def close(self) -> None:
@@ -132,6 +136,17 @@ class Side:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_ESC = "\x01esc:"
+
+
+def _escape(value: str) -> str:
+    return _ESC + value.encode("unicode_escape").decode("ascii")
+
+
+def _unescape(value: str) -> str:
+    return value[len(_ESC):].encode("ascii").decode("unicode_escape") if value.startswith(_ESC) else value
 
 
 def differing_buckets(expected: Side, actual: Side) -> list[int]:

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 from qdrant_client import models
 
-from musicrec.audit.core import AuditContext, Finding, ScopePlan, Target, chunks
+from musicrec.audit.core import MILVUS_PAGE, QDRANT_PAGE, AuditContext, Finding, ScopePlan, Target, chunks
 from musicrec.embeddings import store
 from musicrec.ids import point_id
 from musicrec.vectors import milvus as mv
@@ -141,7 +141,7 @@ def _milvus(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards
         store.delete_ids(client, None, name, ids)
         return {"delete": ids}
 
-    return Target(key, stream=lambda: ((r[store.ID_FIELD], fp(r)) for r in mv.iter_rows(client, name, fields)),
+    return Target(key, stream=lambda: ((r[store.ID_FIELD], fp(r)) for r in mv.iter_rows(client, name, fields, MILVUS_PAGE)),
                   lookup=lookup, upsert=upsert, delete=delete)
 
 
@@ -184,7 +184,7 @@ def _qdrant(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards
             client.delete(name, points_selector=models.PointIdsList(points=odd), wait=True)
         return {"delete": ids}
 
-    return Target(key, stream=lambda: (pair(r) for r in qd.iter_points(client, name)), lookup=lookup,
+    return Target(key, stream=lambda: (pair(r) for r in qd.iter_points(client, name, batch=QDRANT_PAGE)), lookup=lookup,
                   upsert=upsert, delete=delete)
 
 

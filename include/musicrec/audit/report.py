@@ -62,11 +62,14 @@ def table(report: dict[str, Any]) -> str:
                 summary = plan.get(state)
                 if not summary:
                     continue
-                stores = list(summary.get("rows", {}))
+                truth = summary.get("expected")
+                stores = [truth] if truth in summary.get("rows", {}) else []
+                stores += [s for s in summary.get("rows", {}) if s != truth]
                 stores += [s for s in summary.get("counts", {}) if s not in stores]
                 for store in stores:
                     kinds = summary.get("counts", {}).get(store, {})
-                    label = store if state == "before" else f"{store} (after repair)"
+                    label = f"{store} (truth)" if store == truth else store
+                    label += " (after repair)" if state == "after" else ""
                     n = summary.get("rows", {}).get(store, "")
                     lines.append(f"{plan['name']:<11}{label[:47]:<48}{n!s:>9}  "
                                  + " ".join(f"{kinds.get(k, 0):>9}" for k in KINDS))

@@ -26,7 +26,7 @@ def _summarize(plan: core.ScopePlan, findings: core.FindingLog, meta: dict[str, 
     for (store, kind), n in sorted(findings.counts.items()):
         counts.setdefault(store, {})[kind] = n
     examples = {f"{store}|{kind}": ids for (store, kind), ids in sorted(findings.examples.items())}
-    return {"counts": counts, "total": findings.total, "examples": examples, **meta}
+    return {"counts": counts, "total": findings.total, "examples": examples, "expected": plan.expected_name, **meta}
 
 
 def run_scope(scope: str, ctx: core.AuditContext, *, repair: bool = False, dry_run: bool = False,
