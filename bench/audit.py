@@ -134,9 +134,9 @@ def idle_rss_mb() -> float:
 # --------------------------------------------------------------------------------------------
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _vectors(n: int, dim: int, seed: int):
@@ -149,27 +149,17 @@ def bench_milvus(ids: int, dim: int, work: Path) -> dict:
     from pymilvus import MilvusClient
 
     from musicrec.audit.core import MILVUS_PAGE
+    from musicrec.local import services
     from musicrec.vectors import milvus as mv
 
     port = _free_port()
-    data = work / "milvus"
-    data.mkdir()
-    log = open(work / "milvus.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "milvus-lite"), "server", "--data-dir", str(data),
-                             "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            cwd=data)
+    (work / "milvus").mkdir()
+    svc = services.Service("milvus-bench", port, [services._bin("milvus-lite"), "server", "--data-dir",
+                                                  str(work / "milvus"), "--host", "127.0.0.1", "--port", str(port)],
+                           services.milvus_ready)
+    pid = services.start(svc, data=work, timeout_s=120)
     try:
-        uri = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                client = MilvusClient(uri=uri, timeout=5)
-                client.list_collections()
-                break
-            except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.5)
+        client = MilvusClient(uri=f"http://127.0.0.1:{port}")
         name = "music_collection_vbench"
         mv.ensure_collection(client, name, dim)
         t0 = time.perf_counter()
@@ -191,12 +181,7 @@ def bench_milvus(ids: int, dim: int, work: Path) -> dict:
             out[label] = {"seconds": round(s, 2), "ids_per_s": round(n / s)}
         return out
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        services.stop_pid(pid)
 
 
 def bench_qdrant(ids: int, dim: int, work: Path) -> dict:

@@ -252,6 +252,24 @@ def test_grace_window_keeps_young_orphans(stores):
     assert found(later, "after") == set()
 
 
+def test_wrong_alias_and_lost_mirror_collection_are_rebuilt(stores):
+    root, db, milvus, qdrant = stores
+    name = collection_name(VERSION)
+    mv.ensure_collection(milvus, "music_collection_vother", DIM)
+    milvus.alter_alias("music_collection_vother", ALIAS)
+    qdrant.delete_collection(name)
+    part = run_scope("als", context(root, db, milvus, qdrant, "s"), repair=True, grace_minutes=0)
+    items = part["plans"][0]
+    assert found(part) == {("als_items", f"milvus:alias {ALIAS}", "stale", ALIAS),
+                           ("als_items", f"qdrant:{name}", "missing", name),
+                           ("als_items", f"qdrant:alias {ALIAS}", "stale", ALIAS)}
+    assert [a["action"] for a in items["actions"]] == ["swap_alias", "rebuild_collection", "swap_alias"]
+    assert items["after"]["total"] == 0
+    assert mv.alias_target(milvus, ALIAS) == name and publish.qd.alias_target(qdrant, ALIAS) == name
+    assert qdrant.count(name).count == N_ITEMS
+    milvus.drop_collection("music_collection_vother")
+
+
 def test_lake_file_without_a_copy_is_flagged(stores):
     root, db, milvus, qdrant = stores
     rel = "listens/date=2009-05-05/import-t.parquet"

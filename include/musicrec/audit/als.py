@@ -32,7 +32,16 @@ from qdrant_client import models
 
 from musicrec.als import publish
 from musicrec.als.params import ALIAS, collection_name
-from musicrec.audit.core import MILVUS_PAGE, QDRANT_PAGE, AuditContext, Finding, ScopePlan, Target, chunks
+from musicrec.audit.core import (
+    MILVUS_PAGE,
+    QDRANT_PAGE,
+    AuditContext,
+    Finding,
+    ScopePlan,
+    Target,
+    check_alias,
+    chunks,
+)
 from musicrec.catalog.listens import local_file
 from musicrec.ids import point_id
 from musicrec.vectors import milvus as mv
@@ -145,16 +154,8 @@ def _milvus_target(ctx: AuditContext, plan: ScopePlan, version: str, dim: int, n
                       "with force=true"})
     else:
         mv.ensure_loaded(client, name)
-    target = mv.alias_target(client, ALIAS)
-    if target != name:
-        plan.structural.append(Finding(plan.scope, alias_store, "stale", ALIAS, name, target,
-                                       detail="the alias does not point at the active model's collection"))
-
-        def swap(dry_run: bool) -> dict[str, Any]:
-            if not dry_run:
-                mv.swap_alias(client, ALIAS, name)
-            return {"store": alias_store, "action": "swap_alias", "ids": [ALIAS], "to": name}
-        plan.structural_repairs.append(swap)
+    check_alias(plan, alias_store, ALIAS, name, mv.alias_target(client, ALIAS),
+                lambda: mv.swap_alias(client, ALIAS, name))
 
     def rows(ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -215,16 +216,8 @@ def _qdrant_target(ctx: AuditContext, plan: ScopePlan, version: str, dim: int, n
     elif (have := getattr(client.get_collection(name).config.params.vectors, "size", None)) != dim:
         plan.structural.append(Finding(plan.scope, store, "dimension_mismatch", name, str(dim), str(have),
                                        detail="collection dimension differs from the model's factors"))
-    target = qd.alias_target(client, ALIAS)
-    if target != name:
-        plan.structural.append(Finding(plan.scope, alias_store, "stale", ALIAS, name, target,
-                                       detail="the alias does not point at the active model's collection"))
-
-        def swap(dry_run: bool) -> dict[str, Any]:
-            if not dry_run:
-                qd.swap_alias(client, ALIAS, name)
-            return {"store": alias_store, "action": "swap_alias", "ids": [ALIAS], "to": name}
-        plan.structural_repairs.append(swap)
+    check_alias(plan, alias_store, ALIAS, name, qd.alias_target(client, ALIAS),
+                lambda: qd.swap_alias(client, ALIAS, name))
 
     def lookup(ids: list[str]) -> dict[str, str]:
         if not client.collection_exists(name):

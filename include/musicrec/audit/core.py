@@ -281,32 +281,38 @@ def repair(plan: ScopePlan, ctx: AuditContext, findings: FindingLog, *, grace_mi
             _action(actions, plan.scope, target.store, "resolved_meanwhile", settled, dry_run)
             seen = first_seen(ctx.db, plan.scope, target.store, orphans) if orphans else {}
             old = [i for i in orphans if seen.get(i, ctx.started) <= cutoff]
-            young = [i for i in orphans if i not in set(old)]
+            young = [i for i in orphans if seen.get(i, ctx.started) > cutoff]
             _action(actions, plan.scope, target.store, "kept_within_grace", young, dry_run,
                     grace_minutes=grace_minutes)
-            if write:
-                if target.upsert is None:
-                    _action(actions, plan.scope, target.store, "flagged", write, dry_run,
+            for verb, fn, todo in (("upsert", target.upsert, write), ("delete", target.delete, old)):
+                if not todo:
+                    continue
+                if fn is None:
+                    _action(actions, plan.scope, target.store, "flagged", todo, dry_run,
                             reason="no automatic repair for this store")
                 elif dry_run:
-                    _action(actions, plan.scope, target.store, "upsert", write, dry_run)
+                    _action(actions, plan.scope, target.store, verb, todo, dry_run)
                 else:
-                    out = target.upsert(write)
-                    for act, done in out.items():
-                        _action(actions, plan.scope, target.store, act, done, dry_run)
-            if old:
-                if target.delete is None:
-                    _action(actions, plan.scope, target.store, "flagged", old, dry_run,
-                            reason="no automatic repair for this store")
-                elif dry_run:
-                    _action(actions, plan.scope, target.store, "delete", old, dry_run)
-                else:
-                    out = target.delete(old)
-                    for act, done in out.items():
+                    for act, done in fn(todo).items():
                         _action(actions, plan.scope, target.store, act, done, dry_run)
             log.info("%s: %s: batch of %d findings: %d written, %d orphans removed, %d within grace, %d settled",
                      plan.scope, target.store, len(ids), len(write), len(old), len(young), len(settled))
     return actions
+
+
+def check_alias(plan: ScopePlan, store: str, alias: str, want: str, have: str | None,
+                swap: Callable[[], Any]) -> None:
+    """A structural ``stale`` finding when ``alias`` does not point at ``want``; its repair calls ``swap``."""
+    if have == want:
+        return
+    plan.structural.append(Finding(plan.scope, store, "stale", alias, want, have,
+                                   detail="the alias does not point at the collection the model names"))
+
+    def fix(dry_run: bool) -> dict[str, Any]:
+        if not dry_run:
+            swap()
+        return {"store": store, "action": "swap_alias", "ids": [alias], "to": want}
+    plan.structural_repairs.append(fix)
 
 
 def chunks(items: list[str], size: int = IN_CHUNK) -> Iterator[list[str]]:

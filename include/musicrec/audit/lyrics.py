@@ -22,7 +22,16 @@ from typing import Any
 import pyarrow as pa
 from qdrant_client import models
 
-from musicrec.audit.core import MILVUS_PAGE, QDRANT_PAGE, AuditContext, Finding, ScopePlan, Target, chunks
+from musicrec.audit.core import (
+    MILVUS_PAGE,
+    QDRANT_PAGE,
+    AuditContext,
+    Finding,
+    ScopePlan,
+    Target,
+    check_alias,
+    chunks,
+)
 from musicrec.embeddings import store
 from musicrec.ids import point_id
 from musicrec.vectors import milvus as mv
@@ -109,15 +118,9 @@ def _milvus(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards
         plan.structural.append(Finding(SCOPE, key, "dimension_mismatch", name, str(dim), str(have)))
     else:
         mv.ensure_loaded(client, name)
-    if client.has_collection(name) and (target := mv.alias_target(client, store.ALIAS)) != name:
-        alias_key = f"milvus:alias {store.ALIAS}"
-        plan.structural.append(Finding(SCOPE, alias_key, "stale", store.ALIAS, name, target))
-
-        def swap(dry_run: bool) -> dict[str, Any]:
-            if not dry_run:
-                mv.swap_alias(client, store.ALIAS, name)
-            return {"store": alias_key, "action": "swap_alias", "ids": [store.ALIAS], "to": name}
-        plan.structural_repairs.append(swap)
+    if client.has_collection(name):
+        check_alias(plan, f"milvus:alias {store.ALIAS}", store.ALIAS, name, mv.alias_target(client, store.ALIAS),
+                    lambda: mv.swap_alias(client, store.ALIAS, name))
 
     def fp(r: dict[str, Any]) -> str:
         return store.fingerprint(r["lyrics_sha256"], r["model_id"])
@@ -152,15 +155,9 @@ def _qdrant(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards
         plan.structural.append(Finding(SCOPE, key, "missing", name, detail="collection missing"))
     elif (have := getattr(client.get_collection(name).config.params.vectors, "size", None)) != dim:
         plan.structural.append(Finding(SCOPE, key, "dimension_mismatch", name, str(dim), str(have)))
-    if client.collection_exists(name) and (target := qd.alias_target(client, store.ALIAS)) != name:
-        alias_key = f"qdrant:alias {store.ALIAS}"
-        plan.structural.append(Finding(SCOPE, alias_key, "stale", store.ALIAS, name, target))
-
-        def swap(dry_run: bool) -> dict[str, Any]:
-            if not dry_run:
-                qd.swap_alias(client, store.ALIAS, name)
-            return {"store": alias_key, "action": "swap_alias", "ids": [store.ALIAS], "to": name}
-        plan.structural_repairs.append(swap)
+    if client.collection_exists(name):
+        check_alias(plan, f"qdrant:alias {store.ALIAS}", store.ALIAS, name, qd.alias_target(client, store.ALIAS),
+                    lambda: qd.swap_alias(client, store.ALIAS, name))
 
     def pair(r: models.Record) -> tuple[str, str]:
         p = r.payload or {}
