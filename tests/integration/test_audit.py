@@ -428,3 +428,34 @@ def test_store_audit_dag_repairs_and_reports(stores, airflow_db, mongo_uri, milv
         "no active embedding model (lyrics_embeddings has not published one)"]
     assert (report_json.parent / "report.html").exists() and "missing" in out  # the table is in the task log
     assert milvus.get(name, ids=["t0100"])
+
+
+def test_lake_scope_on_s3(s3_endpoint, mongo_db):
+    """The same listing, hashing and orphan move through fsspec on an object store (moto)."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="audit-lake")
+    root = UPath("s3://audit-lake", endpoint_url=s3_endpoint, key="testing", secret="testing")
+    records = []
+    for day in (1, 2):
+        rel = f"listens/date=2009-05-0{day}/daily.parquet"
+        data = os.urandom(500 + day)
+        with (root / rel).open("wb") as fh:
+            fh.write(data)
+        records.append(registry.PartitionRecord(rel, "landing", f"2009-05-0{day}", "daily", 1, len(data),
+                                                hashlib.sha256(data).hexdigest(), "t"))
+    registry.record(mongo_db, records + [registry.PartitionRecord(
+        "profiles/users.parquet", "profiles", None, "import-t", 1, 10, "0" * 64, "t")])
+    with (root / "embeddings/m/run=x/part-00000.parquet").open("wb") as fh:
+        fh.write(b"unregistered")
+    with (root / "listens/date=2009-05-01/daily.parquet").open("wb") as fh:
+        fh.write(b"rewritten")
+    ctx = core.AuditContext(db=mongo_db, root=root, run_id="s3", examples=100)
+    part = run_scope("lake", ctx, repair=True, grace_minutes=0)
+    assert found(part) == {("lake", "lake", "size_mismatch", "listens/date=2009-05-01/daily.parquet"),
+                           ("lake", "lake", "missing", "profiles/users.parquet"),
+                           ("lake", "lake", "orphan", "embeddings/m/run=x/part-00000.parquet")}
+    assert not (root / "embeddings/m/run=x/part-00000.parquet").exists()
+    with (root / "audit/s3/orphans/embeddings/m/run=x/part-00000.parquet").open("rb") as fh:
+        assert fh.read() == b"unregistered"
+    assert part["plans"][0]["after"]["counts"] == {"lake": {"missing": 1, "size_mismatch": 1}}  # no copy: flagged

@@ -52,7 +52,7 @@ def build(run_id: str, parts: list[dict[str, Any]], *, repair: bool, dry_run: bo
 
 def table(report: dict[str, Any]) -> str:
     """The summary table printed in the task log and by ``make run``."""
-    lines = [f"{'scope':<11}{'store':<48}{'rows':>9}  " + " ".join(f"{k[:9]:>9}" for k in KINDS)]
+    lines = [f"{'scope':<11}{'store':<60}{'rows':>9}  " + " ".join(f"{k[:9]:>9}" for k in KINDS)]
     for part in report["scopes"]:
         for plan in part.get("plans", []):
             if plan.get("skipped"):
@@ -71,7 +71,7 @@ def table(report: dict[str, Any]) -> str:
                     label = f"{store} (truth)" if store == truth else store
                     label += " (after repair)" if state == "after" else ""
                     n = summary.get("rows", {}).get(store, "")
-                    lines.append(f"{plan['name']:<11}{label[:47]:<48}{n!s:>9}  "
+                    lines.append(f"{plan['name']:<11}{label[:59]:<60}{n!s:>9}  "
                                  + " ".join(f"{kinds.get(k, 0):>9}" for k in KINDS))
     verdict = "clean" if report["clean"] else f"{report['remaining']} open findings"
     if report.get("failed_scopes"):
