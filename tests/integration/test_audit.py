@@ -332,7 +332,8 @@ def lyrics_stores(mongo_db, milvus_uri, tmp_path):
     name = store.collection_name(SLUG)
     mv.swap_alias(milvus, store.ALIAS, name)
     publish.qd.swap_alias(qdrant, store.ALIAS, name)
-    db["songs"].insert_many([{"_id": f"n{n}", "lyrics": {"status": "not_found"}} for n in range(5)])
+    db["songs"].insert_many([{"_id": f"n{n}", "lyrics": {"status": "not_found"}} for n in range(5)]
+                            + [{"_id": "synced_only", "lyrics": {"status": "found", "sha256": None}}])
     db["models"].insert_one({"_id": store.model_doc_id(SLUG), "kind": "embedding", "model_id": MODEL_ID,
                              "dim": LYR_DIM, "sparse": False, "collection": name, "status": "active"})
     yield root, db, milvus, qdrant, name

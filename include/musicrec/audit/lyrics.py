@@ -1,6 +1,7 @@
 """Lyrics scope (design §4): ``songs.lyrics`` + the active embedding model are the truth.
 
-Every song with ``lyrics.status == found`` must be in the collection the ``lyrics_embeddings`` alias
+Every song with ``lyrics.status == found`` (and plain lyrics, i.e. a ``lyrics.sha256``: a found song
+with synced-only or empty lyrics has nothing to embed) must be in the collection the ``lyrics_embeddings`` alias
 serves (Milvus and the Qdrant mirror) with fingerprint ``embeddings.store.fingerprint(lyrics.sha256,
 model_id)``, and ``songs.embedding`` must record that same pair; songs without found lyrics must be
 absent from all three. Structural checks: the collection exists with the model's dimension and the
@@ -38,7 +39,9 @@ from musicrec.vectors import milvus as mv
 from musicrec.vectors import qdrant as qd
 
 SONGS = "songs"
-FOUND = {"lyrics.status": "found"}
+# found songs with plain lyrics (a hash): a found song with synced-only or empty lyrics has nothing to
+# embed (lyrics_embeddings skips it), so it must be absent from the vector set like a song without lyrics
+FOUND = {"lyrics.status": "found", "lyrics.sha256": {"$type": "string"}}
 SCOPE = "lyrics"
 
 
@@ -62,8 +65,8 @@ def plans(ctx: AuditContext) -> list[ScopePlan]:
         return out
 
     def expected_lookup(ids: list[str]) -> dict[str, str]:
-        return {k: fp(d["lyrics"].get("sha256"), model_id) for k, d in songs(ids, {"lyrics": 1}).items()
-                if (d.get("lyrics") or {}).get("status") == "found"}
+        return {k: fp(d["lyrics"]["sha256"], model_id) for k, d in songs(ids, {"lyrics": 1}).items()
+                if (d.get("lyrics") or {}).get("status") == "found" and isinstance(d["lyrics"].get("sha256"), str)}
 
     def guard() -> str | None:
         now = store.active_model(db)
