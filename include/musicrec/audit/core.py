@@ -98,9 +98,17 @@ class AuditContext:
     run_id: str = "manual"
     lake_checksums: bool = True
     examples: int = EXAMPLE_IDS
-    spill_dir: str | None = None
+    spill_dir: str | None = None  # local scratch for the spills (default: <staging>/audit)
     bits: int = engine.DEFAULT_BITS
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        if self.spill_dir is None:
+            from musicrec.settings import staging_dir
+
+            path = staging_dir() / "audit"
+            path.mkdir(parents=True, exist_ok=True)
+            self.spill_dir = str(path)
 
 
 class FindingLog:
