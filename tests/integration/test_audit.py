@@ -460,3 +460,15 @@ def test_lake_scope_on_s3(s3_endpoint, mongo_db):
     with (root / "audit/s3/orphans/embeddings/m/run=x/part-00000.parquet").open("rb") as fh:
         assert fh.read() == b"unregistered"
     assert part["plans"][0]["after"]["counts"] == {"lake": {"missing": 1, "size_mismatch": 1}}  # no copy: flagged
+
+
+def test_collection_of_another_dimension_is_flagged(lyrics_stores):
+    root, db, milvus, qdrant, name = lyrics_stores
+    db["models"].update_one({"kind": "embedding"}, {"$set": {"dim": LYR_DIM * 2}})  # a model of another size
+    part = run_scope("lyrics", context(root, db, milvus, qdrant, "dim"), repair=True, grace_minutes=0)
+    plan = part["plans"][0]
+    assert found(part) == {("lyrics", f"milvus:{name}", "dimension_mismatch", name),
+                           ("lyrics", f"qdrant:{name}", "dimension_mismatch", name)}
+    assert [(a["store"], a["action"]) for a in plan["actions"]] == [(f"milvus:{name}", "flagged"),
+                                                                    (f"qdrant:{name}", "flagged")]
+    assert plan["after"]["total"] == 2 and milvus.has_collection(name)  # nothing dropped

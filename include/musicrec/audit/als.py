@@ -40,6 +40,7 @@ from musicrec.audit.core import (
     ScopePlan,
     Target,
     check_alias,
+    check_collection,
     chunks,
 )
 from musicrec.catalog.listens import local_file
@@ -137,22 +138,10 @@ def _milvus_target(ctx: AuditContext, plan: ScopePlan, version: str, dim: int, n
     client = ctx.milvus
     store = f"milvus:{name}"
     alias_store = f"milvus:alias {ALIAS}"
-    if not client.has_collection(name):
-        plan.structural.append(Finding(plan.scope, store, "missing", name, detail="collection missing"))
-
-        def rebuild(dry_run: bool) -> dict[str, Any]:
-            if not dry_run:
-                publish.publish_milvus(client, ctx.root, version, _rel(plan))
-            return {"store": store, "action": "rebuild_collection", "ids": [name]}
-        plan.structural_repairs.append(rebuild)
-    elif (have := mv.vector_dim(client, name)) != dim:
-        plan.structural.append(Finding(plan.scope, store, "dimension_mismatch", name, str(dim), str(have),
-                                       detail="collection dimension differs from the model's factors"))
-        plan.structural_repairs.append(lambda dry_run: {
-            "store": store, "action": "flagged", "ids": [name],
-            "reason": "a collection of the wrong dimension cannot be fixed in place: re-run als_training "
-                      "with force=true"})
-    else:
+    hint = "re-run als_training with force=true"
+    if check_collection(plan, store, name, exists=client.has_collection(name), dim=dim,
+                        have_dim=lambda: mv.vector_dim(client, name), hint=hint,
+                        rebuild=lambda: publish.publish_milvus(client, ctx.root, version, _rel(plan))):
         mv.ensure_loaded(client, name)
     check_alias(plan, alias_store, ALIAS, name, mv.alias_target(client, ALIAS),
                 lambda: mv.swap_alias(client, ALIAS, name))
@@ -204,18 +193,10 @@ def _qdrant_target(ctx: AuditContext, plan: ScopePlan, version: str, dim: int, n
     client = ctx.qdrant
     store = f"qdrant:{name}"
     alias_store = f"qdrant:alias {ALIAS}"
-    exists = client.collection_exists(name)
-    if not exists:
-        plan.structural.append(Finding(plan.scope, store, "missing", name, detail="collection missing"))
-
-        def rebuild(dry_run: bool) -> dict[str, Any]:
-            if not dry_run:
-                publish.publish_qdrant(client, ctx.root, version, _rel(plan))
-            return {"store": store, "action": "rebuild_collection", "ids": [name]}
-        plan.structural_repairs.append(rebuild)
-    elif (have := getattr(client.get_collection(name).config.params.vectors, "size", None)) != dim:
-        plan.structural.append(Finding(plan.scope, store, "dimension_mismatch", name, str(dim), str(have),
-                                       detail="collection dimension differs from the model's factors"))
+    check_collection(plan, store, name, exists=client.collection_exists(name), dim=dim,
+                     have_dim=lambda: getattr(client.get_collection(name).config.params.vectors, "size", None),
+                     rebuild=lambda: publish.publish_qdrant(client, ctx.root, version, _rel(plan)),
+                     hint="re-run als_training with force=true")
     check_alias(plan, alias_store, ALIAS, name, qd.alias_target(client, ALIAS),
                 lambda: qd.swap_alias(client, ALIAS, name))
 

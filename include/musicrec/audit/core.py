@@ -308,6 +308,31 @@ def repair(plan: ScopePlan, ctx: AuditContext, findings: FindingLog, *, grace_mi
     return actions
 
 
+def check_collection(plan: ScopePlan, store: str, name: str, *, exists: bool, dim: int,
+                     have_dim: Callable[[], int | None], rebuild: Callable[[], Any] | None, hint: str) -> bool:
+    """Structural findings for collection ``name``: missing (repaired by ``rebuild`` when given, else
+    flagged with ``hint``) or of another dimension (flagged: it cannot be fixed in place). True when
+    the collection can be compared id by id."""
+    if exists and (have := have_dim()) != dim:
+        plan.structural.append(Finding(plan.scope, store, "dimension_mismatch", name, str(dim), str(have),
+                                       detail="collection dimension differs from the model's"))
+        plan.structural_repairs.append(lambda dry_run: {"store": store, "action": "flagged", "ids": [name],
+                                                        "reason": f"wrong dimension: {hint}"})
+        return False
+    if exists:
+        return True
+    plan.structural.append(Finding(plan.scope, store, "missing", name, detail="collection missing"))
+
+    def fix(dry_run: bool) -> dict[str, Any]:
+        if rebuild is None:
+            return {"store": store, "action": "flagged", "ids": [name], "reason": f"missing: {hint}"}
+        if not dry_run:
+            rebuild()
+        return {"store": store, "action": "rebuild_collection", "ids": [name]}
+    plan.structural_repairs.append(fix)
+    return False
+
+
 def check_alias(plan: ScopePlan, store: str, alias: str, want: str, have: str | None,
                 swap: Callable[[], Any]) -> None:
     """A structural ``stale`` finding when ``alias`` does not point at ``want``; its repair calls ``swap``."""

@@ -27,10 +27,10 @@ from musicrec.audit.core import (
     MILVUS_PAGE,
     QDRANT_PAGE,
     AuditContext,
-    Finding,
     ScopePlan,
     Target,
     check_alias,
+    check_collection,
     chunks,
 )
 from musicrec.embeddings import store
@@ -114,12 +114,9 @@ def _milvus(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards
     client = ctx.milvus
     key = f"milvus:{name}"
     fields = [store.ID_FIELD, "lyrics_sha256", "model_id"]
-    if not client.has_collection(name):
-        plan.structural.append(Finding(SCOPE, key, "missing", name, detail="collection missing: re-run "
-                                       "lyrics_embeddings (it rebuilds from the deltas)"))
-    elif (have := store.collection_info(client, name)["dim"]) != dim:
-        plan.structural.append(Finding(SCOPE, key, "dimension_mismatch", name, str(dim), str(have)))
-    else:
+    if check_collection(plan, key, name, exists=client.has_collection(name), dim=dim,
+                        have_dim=lambda: store.collection_info(client, name)["dim"], rebuild=None,
+                        hint="re-run lyrics_embeddings (it rebuilds the collection from the deltas)"):
         mv.ensure_loaded(client, name)
     if client.has_collection(name):
         check_alias(plan, f"milvus:alias {store.ALIAS}", store.ALIAS, name, mv.alias_target(client, store.ALIAS),
@@ -154,10 +151,9 @@ def _milvus(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards
 def _qdrant(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards) -> Target:
     client = ctx.qdrant
     key = f"qdrant:{name}"
-    if not client.collection_exists(name):
-        plan.structural.append(Finding(SCOPE, key, "missing", name, detail="collection missing"))
-    elif (have := getattr(client.get_collection(name).config.params.vectors, "size", None)) != dim:
-        plan.structural.append(Finding(SCOPE, key, "dimension_mismatch", name, str(dim), str(have)))
+    check_collection(plan, key, name, exists=client.collection_exists(name), dim=dim,
+                     have_dim=lambda: getattr(client.get_collection(name).config.params.vectors, "size", None),
+                     rebuild=None, hint="re-run lyrics_embeddings (it mirrors the collection again)")
     if client.collection_exists(name):
         check_alias(plan, f"qdrant:alias {store.ALIAS}", store.ALIAS, name, qd.alias_target(client, store.ALIAS),
                     lambda: qd.swap_alias(client, store.ALIAS, name))
