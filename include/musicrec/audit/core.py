@@ -165,19 +165,37 @@ def kind_of(target: Target, diff: engine.Difference) -> str:
     return target.classify(diff.expected, diff.actual)
 
 
+def progress(pairs: Pairs, label: str, every_s: float = 30.0) -> Iterator[tuple[str, str]]:
+    """Pass ``pairs`` through, logging the count and rate every ``every_s`` seconds (long listings)."""
+    t0 = last = time.monotonic()
+    for n, pair in enumerate(pairs, 1):
+        yield pair
+        if n % 4096 == 0 and (now := time.monotonic()) - last >= every_s:
+            last = now
+            log.info("%s: %d ids listed (%.0f ids/s)", label, n, n / (now - t0))
+
+
 def audit(plan: ScopePlan, ctx: AuditContext) -> tuple[FindingLog, dict[str, Any]]:
     """Compare every target of ``plan`` with its expectation; returns the findings and timings."""
     findings = FindingLog(ctx.examples, ctx.spill_dir)
+    try:
+        return findings, _compare(plan, ctx, findings)
+    except BaseException:
+        findings.close()
+        raise
+
+
+def _compare(plan: ScopePlan, ctx: AuditContext, findings: FindingLog) -> dict[str, Any]:
     timings: dict[str, Any] = {"stores": {}}
     rows: dict[str, int] = {}
     for f in plan.structural:
         findings.add(f)
     if plan.skipped or plan.expected is None:
-        return findings, {"timings": timings, "rows": rows}
+        return {"timings": timings, "rows": rows}
     broken = {f.store for f in plan.structural}
     t0 = time.monotonic()
     with engine.Side(plan.expected_name, bits=ctx.bits, spill_dir=ctx.spill_dir) as expected:
-        expected.feed(plan.expected()).finish()
+        expected.feed(progress(plan.expected(), f"{plan.scope}: {plan.expected_name}")).finish()
         timings["expected_s"] = round(time.monotonic() - t0, 3)
         rows[plan.expected_name] = expected.rows
         log.info("%s: %s streamed %d expected ids in %.1f s", plan.scope, plan.expected_name, expected.rows,
@@ -188,7 +206,7 @@ def audit(plan: ScopePlan, ctx: AuditContext) -> tuple[FindingLog, dict[str, Any
                 continue
             t1 = time.monotonic()
             with engine.Side(target.store, bits=ctx.bits, spill_dir=ctx.spill_dir) as actual:
-                actual.feed(target.stream()).finish()
+                actual.feed(progress(target.stream(), f"{plan.scope}: {target.store}")).finish()
                 listed = time.monotonic() - t1
                 n = 0
                 for d in engine.diff(expected, actual):
@@ -202,7 +220,7 @@ def audit(plan: ScopePlan, ctx: AuditContext) -> tuple[FindingLog, dict[str, Any
                                                    "ids_per_s": round(actual.rows / listed) if listed > 0 else None}
                 log.info("%s: %s: %d ids listed in %.1f s, %d findings", plan.scope, target.store, actual.rows,
                          listed, n)
-    return findings, {"timings": timings, "rows": rows}
+    return {"timings": timings, "rows": rows}
 
 
 def track(db: Database, ctx: AuditContext, plan: ScopePlan, findings: FindingLog) -> None:
