@@ -133,6 +133,14 @@ def render_html(report: dict[str, Any]) -> str:
         f"<tr><td>{esc(a['scope'])}</td><td>{esc(a['store'])}</td><td>{esc(a['action'])}</td><td class=n>{a['count']}"
         f"</td><td>{'yes' if a.get('dry_run') else ''}</td><td><code>{esc(', '.join(map(str, a['ids'][:20])))}"
         f"{' …' if len(a['ids']) > 20 else ''}</code></td></tr>" for a in report["actions"])
+    timings = []
+    for part in report["scopes"]:
+        for plan in part.get("plans", []):
+            before = plan.get("before") or {}
+            for store, t in ((before.get("timings") or {}).get("stores") or {}).items():
+                timings.append(f"<tr><td>{esc(plan['name'])}</td><td>{esc(store)}</td>"
+                               f"<td class=n>{before.get('rows', {}).get(store, '')}</td><td class=n>{t['list_s']}</td>"
+                               f"<td class=n>{t['compare_s']}</td><td class=n>{t['ids_per_s'] or ''}</td></tr>")
     status = "clean" if report["clean"] else f"{report['remaining']} open findings"
     cls = "ok" if report["passed"] else "bad"
     text_table = esc(table(report))
@@ -153,6 +161,8 @@ grace_minutes={report['params']['grace_minutes']}; generated {esc(report['genera
 <table><tr><th>scope</th><th>store</th><th>kind</th><th>state</th><th>count</th></tr>{rows}</table>
 <h2>Example ids</h2>
 <table><tr><th>scope</th><th>store | kind</th><th>ids</th></tr>{''.join(examples)}</table>
+<h2>Timings (before repair)</h2>
+<table><tr><th>scope</th><th>store</th><th>ids</th><th>list s</th><th>compare s</th><th>ids/s</th></tr>{''.join(timings)}</table>
 <h2>Repair actions</h2>
 <table><tr><th>scope</th><th>store</th><th>action</th><th>count</th><th>dry run</th><th>ids</th></tr>{actions}</table>
 </body></html>
