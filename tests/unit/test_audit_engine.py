@@ -77,3 +77,26 @@ def test_ids_with_control_characters_round_trip(tmp_path):
         e.feed(odd)
         a.feed([])
         assert sorted((d.id, d.expected) for d in engine.diff(e, a)) == sorted(odd)
+
+
+def test_a_duplicated_id_is_found_and_rewritten(tmp_path):
+    """A Milvus server keeps two rows for an insert of an existing primary key (milvus-lite does not, so
+    this is tested on a stand-in store): the audit reports it, the repair rewrites it even though a
+    point lookup sees one row with the right fingerprint."""
+    from musicrec.audit import core
+
+    truth = {"a": "1", "b": "2", "c": "3"}
+    held = [("a", "1"), ("b", "2"), ("b", "2"), ("c", "3")]
+    written: list[list[str]] = []
+    plan = core.ScopePlan("t", expected_name="truth", expected=lambda: truth.items(),
+                          expected_lookup=lambda ids: {i: truth[i] for i in ids if i in truth})
+    plan.targets.append(core.Target("store", stream=lambda: iter(held), lookup=lambda ids: {i: truth[i] for i in ids},
+                                    upsert=lambda ids: written.append(ids) or {"upsert": ids}))
+    ctx = core.AuditContext(db=None, root=None, spill_dir=str(tmp_path))
+    findings, _ = core.audit(plan, ctx)
+    try:
+        assert dict(findings.counts) == {("store", "duplicate"): 1} and findings.examples[("store", "duplicate")] == ["b"]
+        actions = core.repair(plan, ctx, findings, grace_minutes=0)
+    finally:
+        findings.close()
+    assert written == [["b"]] and [(a["action"], a["ids"]) for a in actions] == [("upsert", ["b"])]

@@ -34,7 +34,7 @@ from musicrec.audit import engine
 
 log = logging.getLogger(__name__)
 
-KINDS = ("missing", "orphan", "stale", "size_mismatch", "checksum_mismatch", "dimension_mismatch")
+KINDS = ("missing", "orphan", "stale", "size_mismatch", "checksum_mismatch", "dimension_mismatch", "duplicate")
 STATE = "audit_state"  # first/last sighting of every open finding (orphan age, flags)
 IN_CHUNK = 500  # SecantusDB: $in lists <= 500 ids
 EXAMPLE_IDS = 20
@@ -158,6 +158,8 @@ class FindingLog:
 # ----------------------------------------------------------------------------- audit
 
 def kind_of(target: Target, diff: engine.Difference) -> str:
+    if diff.duplicate:
+        return "duplicate"
     if diff.actual is None:
         return "missing"
     if diff.expected is None:
@@ -301,9 +303,11 @@ def repair(plan: ScopePlan, ctx: AuditContext, findings: FindingLog, *, grace_mi
             ids = [f.id for f in batch]
             want = plan.expected_lookup(ids)  # the catalog, re-checked now
             have = target.lookup(ids)
-            write = [i for i in ids if i in want and want[i] != have.get(i)]
+            # a duplicated id is rewritten (an upsert replaces every copy) or deleted whatever it holds
+            dup = {f.id for f in batch if f.kind == "duplicate"}
+            write = [i for i in ids if i in want and (want[i] != have.get(i) or i in dup)]
             orphans = [i for i in ids if i not in want and i in have and target.owns(i)]
-            settled = [i for i in ids if want.get(i) == have.get(i)]
+            settled = [i for i in ids if i not in dup and want.get(i) == have.get(i)]
             _action(actions, plan.scope, target.store, "resolved_meanwhile", settled, dry_run)
             seen = first_seen(ctx.db, plan.scope, target.store, orphans) if orphans else {}
             old = [i for i in orphans if seen.get(i, ctx.started) <= cutoff]

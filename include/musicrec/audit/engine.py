@@ -47,6 +47,7 @@ class Difference:
     id: str
     expected: str | None  # None: the id should not be there (orphan)
     actual: str | None  # None: the id is not there (missing)
+    duplicate: bool = False  # the store holds the id more than once (Milvus: an insert of an existing pk)
 
 
 class Side:
@@ -111,12 +112,14 @@ class Side:
     def partition_of(self, bucket: int) -> int:
         return bucket >> self._pshift
 
-    def load(self, partition: int, buckets: set[int]) -> dict[str, str]:
-        """id -> fingerprint of the spilled rows of ``buckets`` (all in ``partition``)."""
+    def load(self, partition: int, buckets: set[int]) -> tuple[dict[str, str], set[str]]:
+        """id -> fingerprint of the spilled rows of ``buckets`` (all in ``partition``), and the ids seen
+        more than once."""
         out: dict[str, str] = {}
+        dups: set[str] = set()
         path = self._files[partition]
         if not path.exists():
-            return out
+            return out, dups
         width = self._width
         wanted = {f"{b:0{width}x}" for b in buckets}
         with open(path, encoding="utf-8", newline="\n") as fh:
@@ -125,8 +128,10 @@ class Side:
                     _, key, fp = line[:-1].split("\0")
                     if key.startswith(_ESC) or fp.startswith(_ESC):
                         key, fp = _unescape(key), _unescape(fp)
+                    if key in out:
+                        dups.add(key)
                     out[key] = fp
-        return out
+        return out, dups
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -165,12 +170,12 @@ def diff(expected: Side, actual: Side) -> Iterator[Difference]:
         by_partition.setdefault(expected.partition_of(b), set()).add(b)
     for partition in sorted(by_partition):
         buckets = by_partition[partition]
-        want = expected.load(partition, buckets)
-        have = actual.load(partition, buckets)
+        want, _ = expected.load(partition, buckets)
+        have, dups = actual.load(partition, buckets)
         for key in sorted(want.keys() | have.keys()):
             e, a = want.get(key), have.get(key)
-            if e != a:
-                yield Difference(key, e, a)
+            if e != a or key in dups:
+                yield Difference(key, e, a, key in dups)
 
 
 def naive_diff(expected: Iterable[tuple[str, str]], actual: Iterable[tuple[str, str]]) -> Iterator[Difference]:

@@ -84,7 +84,7 @@ def table(report: dict[str, Any]) -> str:
 
 def _chart(report: dict[str, Any]) -> str:
     """Horizontal bars: findings per store (before repair), stacked by kind."""
-    colors = dict(zip(KINDS, ("#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"), strict=True))
+    colors = dict(zip(KINDS, ("#d62728", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"), strict=True))
     per_store: dict[str, dict[str, int]] = {}
     for row in report["counts"]:
         if row["state"] == "before":
@@ -95,7 +95,7 @@ def _chart(report: dict[str, Any]) -> str:
     top = max(sum(v.values()) for v in per_store.values()) or 1
     bar_w, label_w, row_h = 420, 330, 24
     height = row_h * len(per_store) + 40
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 80}" height="{height}" '
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{max(label_w + bar_w + 80, 125 * len(KINDS))}" height="{height}" '
              'role="img" aria-label="findings per store">']
     for n, (store, kinds) in enumerate(sorted(per_store.items())):
         y = n * row_h + 4
