@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python bench/als.py
 	$(BIN)/python bench/lyrics.py
 	$(BIN)/python bench/embeddings.py
+	$(BIN)/python bench/audit.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -104,3 +104,17 @@ def test_lyrics_embeddings_wiring(dagbag):
         assert dag.get_task(task_id).pool == "qdrant_local", task_id
     assert [o.name for o in dag.get_task("prune").outlets] == ["milvus_lyrics_embeddings"]
     assert dag.get_task("prune").upstream_task_ids == {"stamp"}
+
+
+def test_store_audit_schedule_pools_and_params(dagbag):
+    """Daily on a data interval, not asset-triggered (its repairs must not re-trigger it), one run at a
+    time, the tasks that open the local Qdrant in ``qdrant_local``."""
+    dag = dagbag.dags["store_audit"]
+    assert dag.max_active_runs == 1
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable" and dag.timetable.expression == "0 0 * * *"
+    assert not getattr(dag.timetable, "asset_condition", None)
+    for task_id in ("audit_als", "audit_lyrics"):
+        assert dag.get_task(task_id).pool == "qdrant_local", task_id
+    assert dag.get_task("check").upstream_task_ids == {"report"}
+    assert {"repair", "dry_run", "grace_minutes", "scopes", "max_findings"} <= set(dag.params)
+    assert dag.params["repair"] is False

@@ -106,17 +106,7 @@ def publish_users(db: Database, root: LakePath, version: str, user_rel: str, *, 
     for ids, vecs in mv.read_vectors(listens.local_file(root, user_rel), "user_id", "vector", IN_CHUNK):
         if not np.isfinite(vecs).all():
             raise mv.VectorStoreError(f"{user_rel} holds NaN/inf vectors")
-        existing = {d["_id"]: d for d in db["users"].find({"_id": {"$in": ids}}, {"latent_vector": 1,
-                                                                                  "model_version": 1})}
-        ops = []
-        for uid, vec in zip(ids, vecs.tolist(), strict=True):
-            cur = existing.get(uid)
-            if cur is None or cur.get("model_version") != version or cur.get("latent_vector") != vec:
-                ops.append(UpdateOne({"_id": uid}, {"$set": {"latent_vector": vec, "model_version": version,
-                                                             "updated_at": now}}, upsert=True))
-        for start in range(0, len(ops), batch_size):
-            db["users"].bulk_write(ops[start:start + batch_size], ordered=False)
-        written += len(ops)
+        written += write_user_vectors(db, version, ids, vecs, batch_size=batch_size, now=now)
         total += len(ids)
     stale = db["users"].update_many({"model_version": {"$exists": True, "$ne": version}},
                                     {"$unset": {"latent_vector": "", "model_version": ""},
@@ -124,6 +114,24 @@ def publish_users(db: Database, root: LakePath, version: str, user_rel: str, *, 
     log.info("users: %d vectors of model %s (%d written), %d users of other models unset", total, version, written,
              stale)
     return {"users": total, "written": written, "unset": stale}
+
+
+def write_user_vectors(db: Database, version: str, ids: list[str], vecs: np.ndarray, *, batch_size: int = 500,
+                       now: datetime | None = None) -> int:
+    """``latent_vector`` + ``model_version`` of ``ids`` (<= 500: one ``$in``), written only where they
+    differ; returns how many documents were written (publish, and the audit's repair)."""
+    now = now or datetime.now(UTC)
+    existing = {d["_id"]: d for d in db["users"].find({"_id": {"$in": ids}}, {"latent_vector": 1,
+                                                                              "model_version": 1})}
+    ops = []
+    for uid, vec in zip(ids, vecs.tolist(), strict=True):
+        cur = existing.get(uid)
+        if cur is None or cur.get("model_version") != version or cur.get("latent_vector") != vec:
+            ops.append(UpdateOne({"_id": uid}, {"$set": {"latent_vector": vec, "model_version": version,
+                                                         "updated_at": now}}, upsert=True))
+    for start in range(0, len(ops), batch_size):
+        db["users"].bulk_write(ops[start:start + batch_size], ordered=False)
+    return len(ops)
 
 
 def swap_aliases(milvus_client, qdrant_client, version: str, dim: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ PIPELINE: list[tuple[str, dict[str, Any]]] = [
     ("als_training", {}),
     ("lyrics_enrichment", {}),
     ("lyrics_embeddings", {"model": "minilm"}),
+    ("store_audit", {}),
 ]
 
 

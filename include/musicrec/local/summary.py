@@ -152,6 +152,24 @@ def print_lyrics_search(lyrics: dict[str, Any]) -> None:
         print(f"next songs: {lyrics['next_error']}")
 
 
+def print_audit(lake: Path) -> dict[str, Any] | None:
+    """The newest store_audit report in the lake: its summary table and path."""
+    import json
+
+    from musicrec.audit import report
+
+    reports = sorted((lake / "audit").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    if not reports:
+        print("store audit: no report yet")
+        return None
+    doc = json.loads(reports[-1].read_text())
+    print(f"store audit ({doc['run_id']}): {'clean' if doc['clean'] else str(doc['remaining']) + ' open findings'}")
+    for line in report.table(doc).splitlines():
+        print("  " + line)
+    print(f"  report: {reports[-1].with_name('report.html')}")
+    return doc
+
+
 def print_summary() -> dict[str, Any]:
     lake = services.data_dir() / "lake"
     summary = collect(lake, f"mongodb://127.0.0.1:{services.mongo_port()}/")
@@ -174,6 +192,8 @@ def print_summary() -> dict[str, Any]:
                                    f"http://127.0.0.1:{services.milvus_port()}", models["user_id"])
     print_lyrics_search(lyrics)
     summary["lyrics_search"] = {"hits": len(lyrics.get("hits", [])), "next_song": len(lyrics.get("next", []))}
+    audit = print_audit(lake)
+    summary["audit"] = {"clean": audit["clean"], "findings": audit["findings"]} if audit else None
     print("UI: `make airflow` then http://127.0.0.1:8080")
     return summary
 

@@ -128,11 +128,17 @@ def upsert_parquet(client: MilvusClient, name: str, path: str | Path, *, id_col:
 
 
 def iter_ids(client: MilvusClient, name: str, id_field: str = ID_FIELD, batch: int = 1000) -> Iterator[str]:
-    it = client.query_iterator(name, batch_size=batch, filter="", output_fields=[id_field])
+    for r in iter_rows(client, name, [id_field], batch):
+        yield r[id_field]
+
+
+def iter_rows(client: MilvusClient, name: str, fields: list[str], batch: int = 1000) -> Iterator[dict[str, Any]]:
+    """Every row of ``name`` (``fields`` only), by ``query_iterator`` with Strong consistency (the audit
+    must see every write acknowledged before it started)."""
+    it = client.query_iterator(name, batch_size=batch, filter="", output_fields=fields, consistency_level="Strong")
     try:
         while rows := it.next():
-            for r in rows:
-                yield r[id_field]
+            yield from rows
     finally:
         it.close()
 

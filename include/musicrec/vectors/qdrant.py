@@ -46,9 +46,10 @@ def iter_points(client: QdrantClient, name: str, with_vectors: bool = False, bat
 
 def upsert_parquet(client: QdrantClient, name: str, path: str | Path, *, payload: dict[str, Any] | None = None,
                    id_col: str = "track_id", vector_col: str = "vector", batch_rows: int = 500,
-                   metric: str = "IP") -> dict[str, int]:
+                   metric: str = "IP", delete_missing: bool = True) -> dict[str, int]:
     """Make ``name`` hold exactly the file's vectors: points whose vector or payload differ are
-    upserted (by point id), points the file does not hold are deleted. A re-run writes nothing."""
+    upserted (by point id), points the file does not hold are deleted (unless ``delete_missing`` is
+    False: the file is then a subset, e.g. the audit's repair). A re-run writes nothing."""
     dim = parquet_dim(path, vector_col)
     ensure_collection(client, name, dim, metric)
     keep: set[str] = set()
@@ -69,7 +70,7 @@ def upsert_parquet(client: QdrantClient, name: str, path: str | Path, *, payload
         keep.update(pids)
         rows += len(ids)
         written += len(todo)
-    extra = [str(r.id) for r in iter_points(client, name) if str(r.id) not in keep]
+    extra = [str(r.id) for r in iter_points(client, name) if str(r.id) not in keep] if delete_missing else []
     for start in range(0, len(extra), 500):
         client.delete(name, points_selector=models.PointIdsList(points=extra[start:start + 500]), wait=True)
     log.info("Qdrant %s: %d points (%d written), deleted %d stale", name, rows, written, len(extra))

@@ -1,0 +1,61 @@
+"""store_audit: cross-store sync audit (and optional repair) of the lake, MongoDB, Milvus and Qdrant.
+
+Daily on a data interval (and manually); deliberately not asset-triggered, so its own repairs cannot
+trigger it again. Each scope compares a source of truth (design §4) with the stores that mirror it,
+in hash-prefix buckets (count + order-independent checksum; only differing buckets are compared id
+by id):
+
+* ``lake``: ``lake_partitions`` + ``models.artifacts`` ↔ the files under the registry-managed prefixes;
+* ``als``: the active ALS model's artifacts ↔ Milvus ``music_collection`` ↔ the Qdrant mirror, and
+  ``users.latent_vector``;
+* ``lyrics``: ``songs.lyrics`` (found) + the active embedding model ↔ Milvus ``lyrics_embeddings`` ↔
+  the Qdrant mirror, and ``songs.embedding``.
+
+``repair=true`` fixes what was found (re-upserts from the lake's Parquet, deletes orphans older than
+``grace_minutes`` after re-checking the catalog, re-uploads or flags lake files) and audits again;
+``dry_run=true`` lists that plan and writes nothing. The report goes to
+``audit/<run_id>/report.{json,html}``; ``check`` fails when more than ``max_findings`` remain open.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+
+from musicrec_airflow.defaults import POOL_QDRANT_LOCAL, default_args
+from musicrec_airflow.operators.audit import AuditCheckOperator, AuditReportOperator, StoreAuditOperator
+
+with DAG(
+    dag_id="store_audit",
+    description="Audit (and optionally repair) drift between the lake, MongoDB, Milvus and Qdrant",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["musicrec", "audit", "milvus", "qdrant", "mongo", "lake"],
+    params={
+        "repair": Param(False, type="boolean", description="fix the findings, then audit again"),
+        "dry_run": Param(False, type="boolean", description="list the repair plan, write nothing"),
+        "grace_minutes": Param(60, type="number", minimum=0,
+                               description="orphans younger than this (first seen by the audit) are kept"),
+        "scopes": Param(["lake", "als", "lyrics"], type="array",
+                        items={"type": "string", "enum": ["lake", "als", "lyrics"]}),
+        "max_findings": Param(0, type="integer", minimum=0,
+                              description="check fails when more findings than this remain open"),
+        "examples": Param(20, type="integer", minimum=0, maximum=10000, description="example ids per type"),
+        "lake_checksums": Param(True, type="boolean", description="hash every lake file (else sizes only)"),
+        "batch_size": Param(500, type="integer", minimum=1, maximum=5000, description="ids per repair batch"),
+    },
+    doc_md=__doc__,
+) as dag:
+    # the lake first: its repair restores artifacts the vector scopes read; they still run if it failed
+    lake = StoreAuditOperator(task_id="audit_lake", scope="lake")
+    als = StoreAuditOperator(task_id="audit_als", scope="als", pool=POOL_QDRANT_LOCAL, trigger_rule="all_done")
+    lyrics = StoreAuditOperator(task_id="audit_lyrics", scope="lyrics", pool=POOL_QDRANT_LOCAL,
+                                trigger_rule="all_done")
+    report = AuditReportOperator(task_id="report", audit_task_ids={"lake": "audit_lake", "als": "audit_als",
+                                                                   "lyrics": "audit_lyrics"},
+                                 trigger_rule="all_done")
+    check = AuditCheckOperator(task_id="check", report_task_id="report")
+    lake >> [als, lyrics] >> report >> check
