@@ -146,8 +146,6 @@ def _vectors(n: int, dim: int, seed: int):
 
 
 def bench_milvus(ids: int, dim: int, work: Path) -> dict:
-    from pymilvus import MilvusClient
-
     from musicrec.audit.core import MILVUS_PAGE
     from musicrec.local import services
     from musicrec.vectors import milvus as mv
@@ -159,7 +157,7 @@ def bench_milvus(ids: int, dim: int, work: Path) -> dict:
                            services.milvus_ready)
     pid = services.start(svc, data=work, timeout_s=120)
     try:
-        client = MilvusClient(uri=f"http://127.0.0.1:{port}")
+        client = mv.connect(f"http://127.0.0.1:{port}")
         name = "music_collection_vbench"
         mv.ensure_collection(client, name, dim)
         t0 = time.perf_counter()

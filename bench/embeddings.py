@@ -125,13 +125,13 @@ def main() -> None:
     os.environ["MUSICREC_STAGING_DIR"] = str(tmp / "staging")
     started = False
     try:
-        from pymilvus import MilvusClient
         from pymongo import MongoClient
         from qdrant_client import QdrantClient
         from upath import UPath
 
         from musicrec.embeddings import embed, store
         from musicrec.embeddings.encoder import load_encoder
+        from musicrec.vectors import milvus as mv
 
         lyrics = sample_lyrics(tmp, args.texts)
         texts = [s["plain"] for s in lyrics]
@@ -182,7 +182,7 @@ def main() -> None:
                   f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})")
 
         run_id = f"bench{len(path_s) - 1}"
-        milvus = MilvusClient(uri=f"http://127.0.0.1:{vport}")
+        milvus = mv.connect(f"http://127.0.0.1:{vport}")
         t0 = time.perf_counter()
         up = embed.upsert_run_milvus(milvus, db, root, info, run_id)
         m_s = time.perf_counter() - t0

@@ -226,12 +226,12 @@ def milvus_uri(tmp_root: Path) -> Iterator[str]:
     try:
         _wait_port(port, proc, "milvus-lite")
         uri = f"http://127.0.0.1:{port}"
-        from pymilvus import MilvusClient
+        from musicrec.vectors.milvus import connect
 
         deadline = time.monotonic() + 60
         while True:
             try:
-                MilvusClient(uri=uri, timeout=5).list_collections()
+                connect(uri, timeout=5).list_collections()
                 break
             except Exception:
                 if time.monotonic() > deadline:

@@ -42,7 +42,7 @@ def stores(small_lake, mongo_db, milvus_uri, tmp_path):
     mongo_db["lake_partitions"].insert_many([dict(d) for d in docs])
     root = UPath(lake)
     sync.sync_catalog(root, mongo_db, WEEK2)
-    milvus = MilvusClient(uri=milvus_uri)
+    milvus = mv.connect(milvus_uri)
     clean_milvus(milvus)
     qdrant = QdrantClient(path=str(tmp_path / "qdrant"))
     yield root, mongo_db, milvus, qdrant

@@ -9,7 +9,6 @@ import shutil
 from datetime import datetime
 
 import pytest
-from pymilvus import MilvusClient
 from pymongo import MongoClient
 from qdrant_client import QdrantClient
 
@@ -32,7 +31,7 @@ def test_als_training_dag_publishes_reruns_and_gates(small_lake, airflow_db, mon
            "AIRFLOW_CONN_MONGO_DEFAULT": mongo_uri.replace("mongodb://", "mongo://") + "it_als",
            "AIRFLOW_CONN_MILVUS_DEFAULT": json.dumps({"conn_type": "milvus", "extra": {"uri": milvus_uri}}),
            "AIRFLOW_CONN_QDRANT_DEFAULT": json.dumps({"conn_type": "qdrant", "extra": {"path": str(qdrant_path)}})}
-    milvus = MilvusClient(uri=milvus_uri)
+    milvus = mv.connect(milvus_uri)
     clean_milvus(milvus)
     with MongoClient(mongo_uri) as client:
         client.drop_database("it_als")

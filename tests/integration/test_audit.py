@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from pymilvus import MilvusClient
 from qdrant_client import QdrantClient, models
 from upath import UPath
 
@@ -74,7 +73,7 @@ def stores(mongo_db, milvus_uri, tmp_path):
                                                                 "end": datetime(2009, 5, 5)},
                              "collection": collection_name(VERSION)})
     db["users"].insert_many([{"_id": u} for u in users + ["user_x1", "user_x2"]])
-    milvus = MilvusClient(uri=milvus_uri)
+    milvus = mv.connect(milvus_uri)
     clean_milvus(milvus)
     qdrant = QdrantClient(path=str(tmp_path / "qdrant"))
     summary = {"version": VERSION, "item_factors": artifacts[0]["path"], "user_factors": artifacts[1]["path"],
@@ -324,7 +323,7 @@ def lyrics_stores(mongo_db, milvus_uri, tmp_path):
 
     root = UPath(tmp_path / "lake")
     db = mongo_db
-    milvus = MilvusClient(uri=milvus_uri)
+    milvus = mv.connect(milvus_uri)
     clean_milvus(milvus)
     qdrant = QdrantClient(path=str(tmp_path / "qdrant"))
     keys = [f"s{n:03d}" for n in range(40)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pymilvus import MilvusClient
 from qdrant_client import QdrantClient
 from upath import UPath
 
@@ -36,7 +35,7 @@ def build_indexes(milvus, name):
 
 @pytest.fixture
 def stores(milvus_uri, tmp_path):
-    milvus = MilvusClient(uri=milvus_uri)
+    milvus = mv.connect(milvus_uri)
     name = store.collection_name("store_test")
     if milvus.has_collection(name):
         milvus.drop_collection(name)

@@ -8,7 +8,6 @@ import hashlib
 
 import numpy as np
 import pytest
-from pymilvus import MilvusClient
 from qdrant_client import QdrantClient
 from upath import UPath
 
@@ -56,7 +55,7 @@ def set_lyrics(db, tid: str, plain: str | None, status: str = "found") -> None:
 
 @pytest.fixture
 def env(mongo_db, milvus_uri, tmp_path):
-    milvus = MilvusClient(uri=milvus_uri)
+    milvus = mv.connect(milvus_uri)
     clean_milvus(milvus)
     qdrant = QdrantClient(path=str(tmp_path / "qdrant"))
     seed_songs(mongo_db)

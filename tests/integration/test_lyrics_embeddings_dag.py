@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from pymilvus import MilvusClient
 from pymongo import MongoClient
 from qdrant_client import QdrantClient
 
@@ -26,7 +25,7 @@ def test_lyrics_embeddings_dag_twice(tiny_bge_m3, airflow_db, mongo_uri, milvus_
            "AIRFLOW_CONN_MONGO_DEFAULT": mongo_uri.replace("mongodb://", "mongo://") + "it_emb",
            "AIRFLOW_CONN_MILVUS_DEFAULT": json.dumps({"conn_type": "milvus", "extra": {"uri": milvus_uri}}),
            "AIRFLOW_CONN_QDRANT_DEFAULT": json.dumps({"conn_type": "qdrant", "extra": {"path": str(qdrant_path)}})}
-    milvus = MilvusClient(uri=milvus_uri)
+    milvus = mv.connect(milvus_uri)
     clean_milvus(milvus)
     conf = {"model": f"bge-m3:{tiny_bge_m3}", "device": "cpu", "batch_size": 4}
     with MongoClient(mongo_uri) as client:
@@ -60,7 +59,7 @@ def test_index_operator_reports_what_was_built(milvus_uri, monkeypatch):
     from musicrec_airflow.operators.milvus import MilvusIndexOperator
 
     monkeypatch.setenv("AIRFLOW_CONN_MILVUS_DEFAULT", json.dumps({"conn_type": "milvus", "extra": {"uri": milvus_uri}}))
-    milvus = MilvusClient(uri=milvus_uri)
+    milvus = mv.connect(milvus_uri)
     name = store.collection_name("index_op_test")
     if milvus.has_collection(name):
         milvus.drop_collection(name)

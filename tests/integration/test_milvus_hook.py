@@ -52,3 +52,19 @@ def test_hook_reads_host_port_token_and_reports_a_refused_server(monkeypatch):
                                                                "port": port, "extra": {"timeout": 2}}))
     ok, message = MilvusHook("milvus_down").test_connection()
     assert not ok and message
+
+
+def test_a_pooled_client_survives_an_idle_spell(milvus_uri, monkeypatch):
+    """milvus-lite's server allows no keepalive pings on an idle connection: with pymilvus' default
+    (a ping every 10 s) it sends GOAWAY "too_many_pings", and the first call after ~100 s idle failed
+    with "Fail connecting to server" (seen in CI). ``mv.connect`` pings only during calls."""
+    import time
+
+    from musicrec_airflow.hooks.milvus import MilvusHook
+
+    # a token of its own: a pooled connection no other test shares (the pool key is address|token)
+    monkeypatch.setenv("AIRFLOW_CONN_MILVUS_IDLE", json.dumps({"conn_type": "milvus", "password": "idle-test",
+                                                               "extra": {"uri": milvus_uri, "timeout": 5}}))
+    MilvusHook("milvus_idle").get_conn().list_collections()
+    time.sleep(100)
+    assert isinstance(MilvusHook("milvus_idle").get_conn().list_collections(), list)

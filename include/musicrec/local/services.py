@@ -71,10 +71,10 @@ def milvus_ready(port: int) -> bool:
     if not port_in_use(port):
         return False
     try:
-        from pymilvus import MilvusClient
+        from musicrec.vectors.milvus import connect
 
-        # dedicated: a pooled handler with this 2 s timeout would be reused (and fail) by later clients
-        client = MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=2, dedicated=True)
+        # dedicated: later clients must not inherit a pooled handler with this 2 s timeout
+        client = connect(f"http://127.0.0.1:{port}", timeout=2, dedicated=True)
         client.list_collections()
         client.close()
         return True

@@ -12,6 +12,7 @@ from pymongo import MongoClient
 
 from musicrec.lake.clean import REASONS
 from musicrec.local import services
+from musicrec.vectors import milvus as mv
 
 
 def collect(lake: Path, mongo_uri: str) -> dict[str, Any]:
@@ -42,8 +43,6 @@ METRICS = ("ndcg_at_10", "precision_at_10", "recall_at_10", "coverage", "users")
 
 def collect_models(mongo_uri: str, milvus_uri: str, k: int = 10) -> dict[str, Any]:
     """Catalog counts, the active ALS model and one sample user's top-k (read from the stores)."""
-    from pymilvus import MilvusClient
-
     from musicrec import recommend
     from musicrec.als.publish import active_model
     from musicrec.lyrics.queue import status_counts
@@ -60,7 +59,7 @@ def collect_models(mongo_uri: str, milvus_uri: str, k: int = 10) -> dict[str, An
             from upath import UPath
 
             out["user_id"] = user["_id"]
-            out["recommendations"] = recommend.home(user["_id"], k, db=db, milvus=MilvusClient(uri=milvus_uri),
+            out["recommendations"] = recommend.home(user["_id"], k, db=db, milvus=mv.connect(milvus_uri),
                                                     root=UPath(services.data_dir() / "lake"))
     return out
 
@@ -91,12 +90,9 @@ def print_models(models: dict[str, Any]) -> None:
 def collect_lyrics_search(mongo_uri: str, milvus_uri: str, user_id: str | None, k: int = 5) -> dict[str, Any]:
     """The active lyrics embedding model, a hybrid search for three lyric lines of the most played
     embedded song, and the hybrid next-song list for ``user_id`` after that song (issue 5)."""
-    from pymilvus import MilvusClient
-
     from musicrec import recommend
     from musicrec.embeddings import store
     from musicrec.recommend import hybrid
-    from musicrec.vectors import milvus as mv
 
     with MongoClient(mongo_uri, serverSelectionTimeoutMS=3000) as client:
         db = client["musicrec"]
@@ -104,7 +100,7 @@ def collect_lyrics_search(mongo_uri: str, milvus_uri: str, user_id: str | None, 
             {"embedding": {"$exists": True}})}
         if out["model"] is None:
             return out
-        milvus = MilvusClient(uri=milvus_uri)
+        milvus = mv.connect(milvus_uri)
         out["rows"] = mv.count(milvus, out["model"]["collection"])
         song = db["songs"].find_one({"embedding.model_id": out["model"]["model_id"]},
                                     {"title": 1, "artist": 1, "lyrics.plain": 1}, sort=[("plays_total", -1)])

@@ -31,6 +31,21 @@ LITE_BUILT_INDEXES = {"HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "FLAT", "BRUTE_F
                       "SPARSE_INVERTED_INDEX"}  # the last: sparse fields (IP, or BM25 on a function output)
 
 
+# milvus-lite's gRPC server keeps gRPC's default ping policy: no keepalive pings on an idle connection,
+# at most one per 5 minutes during calls. pymilvus pings every 10 s, idle or not, so the server answers
+# GOAWAY "too_many_pings" after ~30 s of idleness and the next call on that pooled channel fails ("Fail
+# connecting to server"). Ping only during calls, and no more often than the server allows; a Milvus
+# server accepts this too (a dead peer is still found by the calls' deadlines).
+GRPC_OPTIONS: dict[str, Any] = {"grpc.keepalive_permit_without_calls": 0, "grpc.keepalive_time_ms": 360_000}
+
+
+def connect(uri: str, **kwargs: Any) -> MilvusClient:
+    """A ``MilvusClient`` whose keepalive pings suit milvus-lite as well as a server (``GRPC_OPTIONS``);
+    every client of the project is made here. ``kwargs`` go to ``MilvusClient`` (token, db_name, timeout …)."""
+    options = dict(GRPC_OPTIONS) | dict(kwargs.pop("grpc_options", None) or {})
+    return MilvusClient(uri=uri, grpc_options=options, **kwargs)
+
+
 class VectorStoreError(RuntimeError):
     pass
 

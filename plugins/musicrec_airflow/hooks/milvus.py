@@ -48,7 +48,7 @@ class MilvusHook(BaseHook):
         return kwargs
 
     def get_conn(self) -> MilvusClient:
-        return MilvusClient(**self.client_kwargs())
+        return mv.connect(**self.client_kwargs())
 
     @cached_property
     def conn(self) -> MilvusClient:
