@@ -18,6 +18,7 @@ an orphan ``songs.embedding`` is ``$unset`` (the contract's "vectors removed" st
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -133,12 +134,7 @@ def _milvus(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards
             out.update({r[store.ID_FIELD]: fp(r) for r in rows})
         return out
 
-    def upsert(ids: list[str]) -> dict[str, list[str]]:
-        table, rest = from_shards(ids)
-        if table is not None:
-            store.upsert_milvus(client, name, table)
-        return {"upsert_from_shard": table.column("track_id").to_pylist() if table is not None else [],
-                "flagged_needs_encoding": rest}
+    upsert = _upsert_from_shards(from_shards, lambda table: store.upsert_milvus(client, name, table))
 
     def delete(ids: list[str]) -> dict[str, list[str]]:
         store.delete_ids(client, None, name, ids)
@@ -146,6 +142,20 @@ def _milvus(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards
 
     return Target(key, stream=lambda: ((r[store.ID_FIELD], fp(r)) for r in mv.iter_rows(client, name, fields, MILVUS_PAGE)),
                   lookup=lookup, upsert=upsert, delete=delete)
+
+
+def _upsert_from_shards(from_shards, write) -> Callable[[list[str]], dict[str, list[str]]]:
+    """A store's repair upsert: the rows the songs' delta shards hold are written with ``write`` (one
+    store's upsert); the songs without a usable shard row are flagged for ``lyrics_embeddings``."""
+
+    def upsert(ids: list[str]) -> dict[str, list[str]]:
+        table, rest = from_shards(ids)
+        if table is not None:
+            write(table)
+        return {"upsert_from_shard": table.column("track_id").to_pylist() if table is not None else [],
+                "flagged_needs_encoding": rest}
+
+    return upsert
 
 
 def _qdrant(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards) -> Target:
@@ -166,12 +176,7 @@ def _qdrant(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards
         pids = [i[1:] if i.startswith("#") else point_id(i) for i in ids]
         return dict(pair(r) for r in client.retrieve(name, ids=pids, with_payload=True, with_vectors=False))
 
-    def upsert(ids: list[str]) -> dict[str, list[str]]:
-        table, rest = from_shards(ids)
-        if table is not None:
-            store.upsert_qdrant(client, name, table)
-        return {"upsert_from_shard": table.column("track_id").to_pylist() if table is not None else [],
-                "flagged_needs_encoding": rest}
+    upsert = _upsert_from_shards(from_shards, lambda table: store.upsert_qdrant(client, name, table))
 
     def delete(ids: list[str]) -> dict[str, list[str]]:
         odd = [i[1:] for i in ids if i.startswith("#")]
