@@ -252,8 +252,8 @@ def track(db: Database, ctx: AuditContext, plan: ScopePlan, findings: FindingLog
 
 def first_seen(db: Database, scope: str, store: str, ids: list[str]) -> dict[str, datetime]:
     out: dict[str, datetime] = {}
-    for start in range(0, len(ids), IN_CHUNK):
-        keys = [f"{scope}|{store}|{i}" for i in ids[start:start + IN_CHUNK]]
+    for part in chunks(ids):
+        keys = [f"{scope}|{store}|{i}" for i in part]
         for d in db[STATE].find({"_id": {"$in": keys}}, {"key": 1, "first_seen": 1}):
             fs = d["first_seen"]
             out[d["key"]] = fs if fs.tzinfo else fs.replace(tzinfo=UTC)
