@@ -33,6 +33,7 @@ from musicrec.lake.download import MANIFEST
 from musicrec.lake.partition import PartitionFile, sort_staged, split_by_date
 from musicrec.lake.storage import LakePath
 from musicrec.settings import staging_dir
+from musicrec.sources import contained
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,13 @@ def producer_of(dataset: str) -> str:
 
 
 def work_dir(root: LakePath, dataset: str) -> LakePath:
-    return root / "work" / "listens_import" / dataset
+    return contained(root / "work" / "listens_import", dataset)  # dataset is a param: stays inside work/
 
 
 def clean_raw(root: LakePath, dataset: str) -> dict[str, Any]:
     """Clean ``raw/<dataset>/<file>`` into staged parts under ``work/``, plus quarantine files."""
     manifest = storage.read_json(root / "raw" / dataset / MANIFEST)
-    raw = root / "raw" / dataset / manifest["file"]
+    raw = contained(root / "raw", dataset, manifest["file"])  # the name came from a URL: stays inside raw/
     work = work_dir(root, dataset)
     marker = work / CLEAN_MARKER
     if marker.exists():
