@@ -12,7 +12,7 @@ connection, so anyone who can trigger a DAG chooses it. This module is the one p
   folder cannot reach ``/proc/self/environ``; callers then open the resolved path.
 * ``http(s)://``: every address the host resolves to (IPv4 and IPv6; an IPv4-mapped IPv6 address
   counts as its IPv4 address) must be public, unless the matching entry allows private ones
-  explicitly: its host is an IP literal or ``localhost``, or it is written as
+  explicitly: its host is that IP literal, or it is written as
   ``{"prefix": "...", "private": true}``. Redirects are followed by hand, each hop checked the same way.
 * **Containment** (:func:`contained`): every local or lake path built from input is normalised (and
   for local paths resolved) and must stay inside its folder.
@@ -56,8 +56,7 @@ class AllowEntry:
 
     @property
     def explicit_private(self) -> bool:
-        host = urlsplit(self.prefix).hostname or ""
-        return self.private or host == "localhost" or _is_ip(host)
+        return self.private or _is_ip(urlsplit(self.prefix).hostname or "")
 
 
 Allowed = Sequence[str | dict[str, Any] | AllowEntry]

@@ -68,7 +68,7 @@ class DownloadResult:
 def file_name_of(url: str) -> str:
     """The file name under ``raw/<dataset>/``: the URL path's last segment, checked *after*
     percent-decoding (``..%2F..%2Fdags%2Fz.py`` decodes to a path, and is refused)."""
-    name = unquote(urlparse(url).path.rstrip("/").rsplit("/", 1)[-1])
+    name = unquote(urlparse(url).path.rsplit("/", 1)[-1])  # "…/dir/" names no file
     return sources.safe_name(name, what=f"the file name of {url!r}")
 
 
