@@ -3,10 +3,14 @@ untrusted values: ``source_url``, the LRCLIB ``base_url`` and ``dump_path`` (doc
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from airflow.sdk import Variable
+from airflow.sdk.exceptions import AirflowFailException
 
 from musicrec.lyrics.api import DEFAULT_BASE_URL
-from musicrec.sources import ALLOWED_SOURCES_VARIABLE, AllowEntry, parse_allowed
+from musicrec.sources import ALLOWED_SOURCES_VARIABLE, AllowEntry, SourceNotAllowed, parse_allowed
 from musicrec_airflow.lake import LAKE_ROOT_VARIABLE
 
 
@@ -21,3 +25,12 @@ def allowed_sources() -> list[AllowEntry]:
     if lake:
         fallback.insert(0, lake.rstrip("/") + "/")
     return parse_allowed(fallback)
+
+
+@contextlib.contextmanager
+def refusals_fail() -> Iterator[None]:
+    """A refused source fails the task at once: retrying cannot make it allowed, so no retries."""
+    try:
+        yield
+    except SourceNotAllowed as exc:
+        raise AirflowFailException(f"{exc} (see docs/operations.md, 'Allowed sources')") from exc

@@ -11,7 +11,7 @@ from musicrec.ids import slug
 from musicrec.lake import download, importer
 from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.lake import lake_root, source_path
-from musicrec_airflow.sources import allowed_sources
+from musicrec_airflow.sources import allowed_sources, refusals_fail
 
 SOURCE_URL_VARIABLE = "musicrec_listens_source_url"
 
@@ -40,8 +40,9 @@ class DownloadDatasetOperator(BaseOperator):
         dataset = slug(self.dataset)
         raw_dir = lake_root() / "raw" / dataset
         max_bytes = int(self.max_bytes) if str(self.max_bytes).strip() else download.DEFAULT_MAX_BYTES
-        result = download.download(url, raw_dir, sha256=(self.sha256 or "").strip() or None,
-                                   open_source=source_path, allowed=allowed_sources(), max_bytes=max_bytes)
+        with refusals_fail():
+            result = download.download(url, raw_dir, sha256=(self.sha256 or "").strip() or None,
+                                       open_source=source_path, allowed=allowed_sources(), max_bytes=max_bytes)
         out = result.manifest() | {"dataset": dataset, "skipped": result.skipped}
         self.log.info("download: %s", out)
         return out

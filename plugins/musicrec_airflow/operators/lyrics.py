@@ -13,7 +13,7 @@ from musicrec.lyrics import dump as lyrics_dump
 from musicrec.lyrics import enrich, queue
 from musicrec_airflow.hooks.lrclib import LrclibHook
 from musicrec_airflow.hooks.mongo import mongo_database
-from musicrec_airflow.sources import allowed_sources
+from musicrec_airflow.sources import allowed_sources, refusals_fail
 
 DUMP_VARIABLE = "musicrec_lrclib_dump"
 PROVIDERS = ("auto", "api", "dump")
@@ -64,8 +64,10 @@ class LyricsPlanOperator(BaseOperator):
         db = mongo_database(self.mongo_conn_id)
         queue.ensure_indexes(db)
         if provider == "dump":  # unpack + lookup index here, once, before the mapped chunks open the dump
-            self.log.info("dump ready: %s", lyrics_dump.prepare(dump, allowed=allowed_sources(),
-                                                                max_unpacked_bytes=max_unpacked(self.max_unpacked_bytes)))
+            with refusals_fail():
+                ready = lyrics_dump.prepare(dump, allowed=allowed_sources(),
+                                            max_unpacked_bytes=max_unpacked(self.max_unpacked_bytes))
+            self.log.info("dump ready: %s", ready)
         chunks = queue.plan(db, max_songs=int(self.max_songs), max_chunks=int(self.max_chunks),
                             max_attempts=int(self.max_attempts))
         self.log.info("lyrics queue: %d pending songs in %d chunks, provider %s%s; store now: %s",
@@ -92,6 +94,10 @@ class LyricsFetchOperator(BaseOperator):
         self.lrclib_conn_id, self.mongo_conn_id = lrclib_conn_id, mongo_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
+        with refusals_fail():
+            return self._execute()
+
+    def _execute(self) -> dict[str, Any]:
         chunk = queue.Chunk.from_dict(self.chunk or {})
         db = mongo_database(self.mongo_conn_id)
         if self.provider == "dump":
