@@ -172,3 +172,40 @@ def test_gz_dump_within_the_bound_unpacks(tmp_path):
         out.write(src.read_bytes())
     got = dump.prepare(gz, allowed=[gz.parent.as_uri() + "/"], max_unpacked_bytes=src.stat().st_size)
     assert Path(got["dump"]).read_bytes() == src.read_bytes()
+
+
+def test_lrclib_connection_test_refuses_a_host_that_is_not_allowed(monkeypatch):
+    """The UI's "Test connection" button follows the same rule as a task (no request is sent)."""
+    import json
+
+    from musicrec_airflow.hooks.lrclib import LrclibHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_LRCLIB_TEST", json.dumps({"conn_type": "http", "host": "http://169.254.169.254"}))
+    monkeypatch.setenv("AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES", '["https://lrclib.net/api/"]')
+    ok, message = LrclibHook("lrclib_test").test_connection()
+    assert not ok and "refused by rule 'allowed-prefix'" in message and "169.254.169.254" in message
+
+
+def test_allowed_sources_variable_and_its_fallback(monkeypatch):
+    from musicrec_airflow.sources import allowed_sources
+
+    monkeypatch.setenv("AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES", '["s3://aws_default@landing/"]')
+    assert [e.prefix for e in allowed_sources()] == ["s3://aws_default@landing/"]
+    monkeypatch.delenv("AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES")
+    monkeypatch.setenv("AIRFLOW_VAR_MUSICREC_LAKE_ROOT", "s3://aws_default@datalake")
+    assert [e.prefix for e in allowed_sources()] == ["s3://aws_default@datalake/", "https://lrclib.net/api/"]
+
+
+def test_embedded_default_allows_the_sample_folder_and_the_lake(tmp_path):
+    from musicrec.local.envfile import embedded_env
+
+    allowed = embedded_env(tmp_path)["AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES"]
+    data = tmp_path / "data"
+    (data / "sample").mkdir(parents=True)
+    (data / "sample" / "lastfm-dataset-1K.tar.gz").write_bytes(b"x")
+    assert check_url((data / "sample" / "lastfm-dataset-1K.tar.gz").as_uri(), allowed)
+    assert sources.check_path(data / "sample" / "lrclib-dump.sqlite3", allowed)
+    with pytest.raises(SourceNotAllowed):
+        check_url("file:///proc/self/environ", allowed)
+    with pytest.raises(SourceNotAllowed):
+        check_url((tmp_path / "airflow.cfg").as_uri(), allowed)
