@@ -32,6 +32,9 @@ with DAG(
         "max_bytes": Param(4 * 2**30, type="integer", minimum=1,
                            description="refuse a source larger than this many bytes (default 4 GiB; the "
                                        "real Last.fm-1K dump is ~640 MB)"),
+        "max_unpacked_bytes": Param(64 * 2**30, type="integer", minimum=1,
+                                    description="refuse an archive that unpacks to more than this many bytes "
+                                                "(default 64 GiB; the real dump unpacks to ~2.5 GB)"),
     },
     doc_md=__doc__,
 ) as dag:
@@ -42,7 +45,8 @@ with DAG(
         dataset="{{ params.dataset }}",
         max_bytes="{{ params.max_bytes }}",
     )
-    clean = CleanListensOperator(task_id="clean", dataset="{{ params.dataset }}")
+    clean = CleanListensOperator(task_id="clean", dataset="{{ params.dataset }}",
+                                 max_unpacked_bytes="{{ params.max_unpacked_bytes }}")
     partition = PartitionListensOperator(task_id="partition", dataset="{{ params.dataset }}",
                                          outlets=[LAKE_LISTENS])
     download >> clean >> partition

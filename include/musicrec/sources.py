@@ -213,6 +213,37 @@ def contained(base: Any, *parts: str) -> Any:
     return target
 
 
+class BoundedReader:
+    """A read-only stream that refuses to yield more than ``budget.limit`` bytes in all (one budget can
+    be shared by every member of an archive): what a ``.gz`` *unpacks to* is counted as it is read,
+    whatever the gzip header claims, and ``read()`` without a size never loads more than the bound."""
+
+    def __init__(self, raw: Any, budget: ByteBudget) -> None:
+        self.raw, self.budget = raw, budget
+
+    def read(self, n: int = -1) -> bytes:
+        room = self.budget.limit - self.budget.used
+        data = self.raw.read(room + 1 if n is None or n < 0 or n > room + 1 else n)
+        self.budget.take(len(data))
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+@dataclass
+class ByteBudget:
+    limit: int
+    label: str
+    rule: str = "max_unpacked_bytes"
+    used: int = 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise SourceNotAllowed(self.rule, self.label, f"unpacks to more than {self.rule}={self.limit} bytes")
+
+
 def sqlite_ro_uri(path: str | os.PathLike[str]) -> str:
     """A read-only SQLite URI of ``path`` with every special character percent-quoted, so a ``?`` or
     ``#`` in the name stays in the name instead of starting SQLite's query string."""

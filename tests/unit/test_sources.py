@@ -209,3 +209,34 @@ def test_embedded_default_allows_the_sample_folder_and_the_lake(tmp_path):
         check_url("file:///proc/self/environ", allowed)
     with pytest.raises(SourceNotAllowed):
         check_url((tmp_path / "airflow.cfg").as_uri(), allowed)
+
+
+@pytest.mark.parametrize("kind", ["tsv.gz", "tar.gz"])
+def test_lake_archive_bomb_is_refused_by_the_bytes_unpacked(tmp_path, kind):
+    """A small archive of the import that unpacks past ``max_unpacked_bytes`` (the header is not asked)."""
+    import io
+    import tarfile
+
+    from musicrec.lake import download, importer
+
+    line = b"user_000001\t2009-05-04T23:08:57Z\t\tSome Artist\t\tSome Track\n"
+    payload = line * ((24 << 20) // len(line))  # 24 MiB of events
+    src = tmp_path / "src" / f"lastfm.{kind}"
+    src.parent.mkdir()
+    if kind == "tsv.gz":
+        with gzip.open(src, "wb", compresslevel=9) as out:
+            out.write(payload)
+    else:
+        with tarfile.open(src, "w:gz") as tar:
+            info = tarfile.TarInfo("lastfm-dataset-1K/userid-timestamp-artid-artname-traid-traname.tsv")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    assert src.stat().st_size < 1 << 20
+    root = UPath(tmp_path / "lake")
+    download.download(src.as_uri(), root / "raw" / "bomb", allowed=[src.parent.as_uri() + "/"])
+    with pytest.raises(SourceNotAllowed, match="'max_unpacked_bytes'.*raw/bomb/"):
+        importer.clean_raw(root, "bomb", max_unpacked_bytes=4 << 20)
+    assert not (tmp_path / "lake" / "work").exists() or not any((tmp_path / "lake" / "work").rglob("*.parquet"))
+    assert not (tmp_path / "lake" / "quarantine").exists()
+    # the same archive within the bound is cleaned
+    assert importer.clean_raw(root, "bomb", max_unpacked_bytes=32 << 20)["parts"]

@@ -33,7 +33,7 @@ from musicrec.lake.download import MANIFEST
 from musicrec.lake.partition import PartitionFile, sort_staged, split_by_date
 from musicrec.lake.storage import LakePath
 from musicrec.settings import staging_dir
-from musicrec.sources import contained
+from musicrec.sources import BoundedReader, ByteBudget, contained
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,14 @@ def work_dir(root: LakePath, dataset: str) -> LakePath:
     return contained(root / "work" / "listens_import", dataset)  # dataset is a param: stays inside work/
 
 
-def clean_raw(root: LakePath, dataset: str) -> dict[str, Any]:
-    """Clean ``raw/<dataset>/<file>`` into staged parts under ``work/``, plus quarantine files."""
+DEFAULT_MAX_UNPACKED_BYTES = 64 * 2**30  # the real Last.fm-1K dump unpacks to ~2.5 GB
+
+
+def clean_raw(root: LakePath, dataset: str, *, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> dict[str, Any]:
+    """Clean ``raw/<dataset>/<file>`` into staged parts under ``work/``, plus quarantine files.
+
+    At most ``max_unpacked_bytes`` are read out of the archive (all members together, counted as
+    they are decompressed): a gzip bomb is refused with :class:`musicrec.sources.SourceNotAllowed`."""
     manifest = storage.read_json(root / "raw" / dataset / MANIFEST)
     raw = contained(root / "raw", dataset, manifest["file"])  # the name came from a URL: stays inside raw/
     work = work_dir(root, dataset)
@@ -70,8 +76,10 @@ def clean_raw(root: LakePath, dataset: str) -> dict[str, Any]:
         profile_quarantine = QuarantineBuffer(source_file=f"raw/{dataset}/{manifest['file']}")
         stats = None
         profiles = None
+        budget = ByteBudget(max_unpacked_bytes, f"raw/{dataset}/{manifest['file']}")
         with raw.open("rb") as fh, open_archive_members(fh, raw.name) as members:
-            for name, stream in members:
+            for name, unbounded in members:
+                stream = BoundedReader(unbounded, budget)
                 base = name.rsplit("/", 1)[-1]
                 if base == PROFILES_MEMBER:
                     profiles = parse_profiles(stream, profile_quarantine)

@@ -51,14 +51,18 @@ class DownloadDatasetOperator(BaseOperator):
 class CleanListensOperator(BaseOperator):
     """Clean ``raw/<dataset>/`` into staged rows + quarantine (``musicrec.lake.importer.clean_raw``)."""
 
-    template_fields: Sequence[str] = ("dataset",)
+    template_fields: Sequence[str] = ("dataset", "max_unpacked_bytes")
 
-    def __init__(self, *, dataset: str = "lastfm-1k", **kwargs: Any):
+    def __init__(self, *, dataset: str = "lastfm-1k",
+                 max_unpacked_bytes: int | str = importer.DEFAULT_MAX_UNPACKED_BYTES, **kwargs: Any):
         super().__init__(**kwargs)
         self.dataset = dataset
+        self.max_unpacked_bytes = max_unpacked_bytes
 
     def execute(self, context: Any) -> dict[str, Any]:
-        result = importer.clean_raw(lake_root(), slug(self.dataset))
+        bound = int(self.max_unpacked_bytes) if str(self.max_unpacked_bytes).strip() else importer.DEFAULT_MAX_UNPACKED_BYTES
+        with refusals_fail():
+            result = importer.clean_raw(lake_root(), slug(self.dataset), max_unpacked_bytes=bound)
         return {k: v for k, v in result.items() if k != "parts"} | {"parts": len(result["parts"])}
 
 
