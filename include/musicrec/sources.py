@@ -218,12 +218,18 @@ class BoundedReader:
     be shared by every member of an archive): what a ``.gz`` *unpacks to* is counted as it is read,
     whatever the gzip header claims, and ``read()`` without a size never loads more than the bound."""
 
+    PIECE = 16 << 20
+
     def __init__(self, raw: Any, budget: ByteBudget) -> None:
         self.raw, self.budget = raw, budget
 
     def read(self, n: int = -1) -> bytes:
-        room = self.budget.limit - self.budget.used
-        data = self.raw.read(room + 1 if n is None or n < 0 or n > room + 1 else n)
+        if n is None or n < 0:  # everything: in pieces (a read(huge) may allocate huge up front)
+            parts = []
+            while piece := self.read(self.PIECE):
+                parts.append(piece)
+            return b"".join(parts)
+        data = self.raw.read(min(n, self.budget.limit - self.budget.used + 1))
         self.budget.take(len(data))
         return data
 
