@@ -192,7 +192,7 @@ def _fetch_http(url: str, part: Path, *, timeout_s: float, progress_every: int, 
     with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
         for _hop in range(MAX_REDIRECTS + 1):
             with client.stream("GET", current, headers=headers) as resp:
-                if allowed is not None:
+                if allowed is not None and not _proxied(current):  # through a proxy the peer is the proxy
                     sources.check_peer(current, _peer(resp), allowed)
                 if resp.is_redirect:
                     current = _next_hop(url, current, resp.headers.get("Location", ""), allowed, resolve)
@@ -215,6 +215,14 @@ def _next_hop(url: str, current: str, location: str, allowed: str | Allowed | No
                                    f"({exc})") from None
     log.info("%s redirects to %s", current, target)
     return target
+
+
+def _proxied(url: str) -> bool:
+    """Whether httpx sends ``url`` through a proxy from the environment (``HTTPS_PROXY``…)."""
+    import urllib.request
+
+    parts = urlparse(url)
+    return parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 def _peer(resp: httpx.Response) -> str | None:
