@@ -92,6 +92,10 @@ def parse_allowed(value: str | Allowed | None) -> list[AllowEntry]:
             raise SourceNotAllowed("allow-list", item, "an entry is a URL prefix or "
                                    '{"prefix": "...", "private": true}')
         parts = urlsplit(entry.prefix)
+        try:
+            parts.port  # noqa: B018
+        except ValueError:
+            raise SourceNotAllowed("allow-list", entry.prefix, "the entry has an invalid port") from None
         if not parts.scheme or (parts.scheme != "file" and not parts.netloc):
             raise SourceNotAllowed("allow-list", entry.prefix, "an entry needs a scheme and a location, "
                                    "e.g. https://host/path/, file:///folder/ or s3://conn@bucket/prefix/")
@@ -111,6 +115,10 @@ def check_url(url: str, allowed: str | Allowed | None, *, resolve: Resolver | No
         raise SourceNotAllowed("scheme", url, f"{what} needs a scheme (http://, https://, file://, s3://)")
     if scheme == "file":
         return _check_file(url, entries, what)
+    try:
+        parts.port  # noqa: B018  (a bad port raises here, not deep in a match)
+    except ValueError:
+        raise SourceNotAllowed("port", url, f"{what} has an invalid port") from None
     decoded = _clean_path(url, what)
     if scheme in DEFAULT_PORTS:
         if parts.username is not None or parts.password is not None:

@@ -36,6 +36,8 @@ PUBLIC = lambda host, port: ["93.184.216.34"]  # noqa: E731  a public address, n
     ("s3://other@landing/dumps/a.tar.gz", False),
     ("s3://aws_default@landing/dumps/../secret", False),
     ("gopher://files.example.com/dumps/a", False),
+    ("https://files.example.com:99999/dumps/a", False),
+    ("https://files.example.com:x/dumps/a", False),
 ])
 def test_prefixes_match_by_parts(url, ok):
     allowed = ["https://files.example.com/dumps/", "s3://aws_default@landing/dumps/"]
@@ -71,7 +73,7 @@ def test_every_resolved_address_must_be_public_unless_allowed_explicitly():
 
 
 def test_allow_list_parsing_errors_name_the_variable():
-    for bad in ("not json", '{"a": 1}', '["no-scheme"]', "[3]"):
+    for bad in ("not json", '{"a": 1}', '["no-scheme"]', "[3]", '["http://h:x/"]'):
         with pytest.raises(SourceNotAllowed, match="allow-list"):
             sources.parse_allowed(bad)
     assert sources.parse_allowed("") == [] and sources.parse_allowed(None) == []

@@ -128,7 +128,7 @@ def clean_raw(root: LakePath, dataset: str, *, max_unpacked_bytes: int = DEFAULT
 
 def _publish_quarantine(root: LakePath, producer: str, buffer: QuarantineBuffer, scratch: Path) -> list[str]:
     """Replace this producer's quarantine files with the ones of this run."""
-    prefix = root / "quarantine" / producer
+    prefix = contained(root / "quarantine", producer)  # producer carries the dataset param
     tables = buffer.tables()
     wanted = {f"date={day}/part-00000.parquet" for day in tables}
     for old in storage.list_files(prefix, "*.parquet"):
