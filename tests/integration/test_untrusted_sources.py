@@ -69,3 +69,23 @@ def test_hostile_source_url_fails_the_task_and_writes_nothing(case, planting_ser
     assert not (repo / "dags" / "z.py").exists()
     assert _files(repo) == []  # no raw file, no manifest, no partial download
     assert planting_server.paths == []  # refused before any request
+
+
+def test_dump_path_outside_the_allowed_folders_fails_lyrics_enrichment(tmp_path, airflow_db):
+    """``dump_path`` follows the same rule: a symlink in an allowed folder to a file elsewhere is refused
+    by its real path, before anything is unpacked, indexed or written beside it."""
+    allowed, elsewhere = tmp_path / "dumps", tmp_path / "elsewhere"
+    allowed.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "lrclib.sqlite3").write_bytes(b"SQLite format 3\0")
+    (allowed / "lrclib.sqlite3").symlink_to(elsewhere / "lrclib.sqlite3")
+    env = {"AIRFLOW_VAR_MUSICREC_LAKE_ROOT": (tmp_path / "lake").as_uri(),
+           "AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES": json.dumps([allowed.as_uri() + "/"])}
+    conf = {"provider": "dump", "dump_path": str(allowed / "lrclib.sqlite3")}
+    with pytest.raises(AssertionError) as failed:
+        airflow_dags_test("lyrics_enrichment", conf, env, timeout_s=300)
+    out = str(failed.value)
+    assert f"refused by rule 'allowed-prefix': '{(allowed / 'lrclib.sqlite3').as_uri()}'" in out
+    assert "AirflowFailException" in out
+    assert sorted(p.name for p in allowed.iterdir()) == ["lrclib.sqlite3"]  # no index, no lock beside it
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["lrclib.sqlite3"]

@@ -61,13 +61,13 @@ class LyricsPlanOperator(BaseOperator):
         if provider != self.for_provider:
             self.log.info("provider is %s: nothing for %s", provider, self.for_provider)
             return []
-        db = mongo_database(self.mongo_conn_id)
-        queue.ensure_indexes(db)
-        if provider == "dump":  # unpack + lookup index here, once, before the mapped chunks open the dump
+        if provider == "dump":  # checked, unpacked and indexed here, once, before the mapped chunks open it
             with refusals_fail():
                 ready = lyrics_dump.prepare(dump, allowed=allowed_sources(),
                                             max_unpacked_bytes=max_unpacked(self.max_unpacked_bytes))
             self.log.info("dump ready: %s", ready)
+        db = mongo_database(self.mongo_conn_id)
+        queue.ensure_indexes(db)
         chunks = queue.plan(db, max_songs=int(self.max_songs), max_chunks=int(self.max_chunks),
                             max_attempts=int(self.max_attempts))
         self.log.info("lyrics queue: %d pending songs in %d chunks, provider %s%s; store now: %s",
