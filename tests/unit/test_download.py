@@ -295,7 +295,8 @@ def test_oversized_download_is_refused_and_leaves_nothing(server, raw_dir, omit_
     with pytest.raises(SourceNotAllowed, match="'max_bytes'"):
         dl.download(url, raw_dir, allowed=[f"{_base(server)}/data/"], max_bytes=100_000)
     assert _nothing_under(Path(raw_dir.path)) == []
-    assert not dl._part_path(url, "big.bin").exists()
+    folder = dl.staging_dir() / "downloads" / hashlib.sha1(url.encode()).hexdigest()[:16]
+    assert not folder.exists()  # neither the partial file nor its staging folder is left
 
 
 def test_oversized_file_source_is_refused(tmp_path, raw_dir):

@@ -15,6 +15,7 @@ stay inside ``raw/<dataset>/``, and at most ``max_bytes`` are fetched. A refusal
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -126,6 +127,8 @@ def download(
             _fetch_path(opener(read_url), part, progress_every=progress_every_bytes, max_bytes=max_bytes)
     except SourceNotAllowed:
         part.unlink(missing_ok=True)  # a refused source leaves nothing, not even a partial file
+        with contextlib.suppress(OSError):
+            part.parent.rmdir()  # nor its (now empty) staging folder
         raise
 
     info = sha256_file(part)
