@@ -68,6 +68,8 @@ def test_hostile_source_url_fails_the_task_and_writes_nothing(case, planting_ser
     assert "task_id=clean" not in out or "state=upstream_failed" in out
     assert not (repo / "dags" / "z.py").exists()
     assert _files(repo) == []  # no raw file, no manifest, no partial download
+    downloads = repo / "data" / "staging" / "downloads"
+    assert not downloads.exists() or list(downloads.iterdir()) == []  # nor a staging folder for it
     assert planting_server.paths == []  # refused before any request
 
 
