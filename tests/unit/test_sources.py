@@ -198,9 +198,12 @@ def test_allowed_sources_variable_and_its_fallback(monkeypatch):
     assert [e.prefix for e in allowed_sources()] == ["s3://aws_default@datalake/", "https://lrclib.net/api/"]
 
 
-def test_embedded_default_allows_the_sample_folder_and_the_lake(tmp_path):
+def test_embedded_default_allows_the_sample_folder_and_the_lake(tmp_path, monkeypatch):
     from musicrec.local.envfile import embedded_env
 
+    monkeypatch.setenv("AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES", '["file:///srv/dumps/"]')
+    assert embedded_env(tmp_path)["AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES"] == '["file:///srv/dumps/"]'  # exported
+    monkeypatch.delenv("AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES")
     allowed = embedded_env(tmp_path)["AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES"]
     data = tmp_path / "data"
     (data / "sample").mkdir(parents=True)
