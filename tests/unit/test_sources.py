@@ -116,8 +116,10 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int, bytes]]:
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
 
 
-@pytest.mark.parametrize("name", ["lrclib?mode=rwc.sqlite3", "a#b%3F c?.sqlite3", "plain.sqlite3"])
+@pytest.mark.parametrize("name", ["lrclib?x=1.sqlite3", "lrclib?mode=rwc.sqlite3", "a#b%3F c?.sqlite3", "plain.sqlite3"])
 def test_dump_with_special_characters_is_opened_read_only(tmp_path, name):
+    """On main ``file:{path}?mode=ro`` cut the name at its '?': ``lrclib?x=1.sqlite3`` opened (and
+    created) a read-write file ``lrclib`` beside the dump."""
     folder = tmp_path / "dumps"
     folder.mkdir()
     path = _dump(folder / name)
