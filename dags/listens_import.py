@@ -25,9 +25,16 @@ with DAG(
     params={
         "source_url": Param("", type="string",
                             description="http(s)://, file:// or s3://conn@bucket/key of the dump; empty = "
-                                        "Variable musicrec_listens_source_url"),
+                                        "Variable musicrec_listens_source_url. It must be under a prefix "
+                                        "of Variable musicrec_allowed_sources"),
         "sha256": Param("", type="string", description="expected sha256 of the file (optional)"),
         "dataset": Param("lastfm-1k", type="string", minLength=1, description="dataset slug under raw/"),
+        "max_bytes": Param(4 * 2**30, type="integer", minimum=1,
+                           description="refuse a source larger than this many bytes (default 4 GiB; the "
+                                       "real Last.fm-1K dump is ~640 MB)"),
+        "max_unpacked_bytes": Param(64 * 2**30, type="integer", minimum=1,
+                                    description="refuse an archive that unpacks to more than this many bytes "
+                                                "(default 64 GiB; the real dump unpacks to ~2.5 GB)"),
     },
     doc_md=__doc__,
 ) as dag:
@@ -36,8 +43,10 @@ with DAG(
         source_url="{{ params.source_url }}",
         sha256="{{ params.sha256 }}",
         dataset="{{ params.dataset }}",
+        max_bytes="{{ params.max_bytes }}",
     )
-    clean = CleanListensOperator(task_id="clean", dataset="{{ params.dataset }}")
+    clean = CleanListensOperator(task_id="clean", dataset="{{ params.dataset }}",
+                                 max_unpacked_bytes="{{ params.max_unpacked_bytes }}")
     partition = PartitionListensOperator(task_id="partition", dataset="{{ params.dataset }}",
                                          outlets=[LAKE_LISTENS])
     download >> clean >> partition

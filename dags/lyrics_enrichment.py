@@ -32,8 +32,14 @@ with DAG(
         "max_songs": Param(100000, type="integer", minimum=1, description="pending songs taken this run"),
         "max_chunks": Param(4, type="integer", minimum=1, maximum=64, description="mapped fetch tasks"),
         "max_attempts": Param(5, type="integer", minimum=1, description="tries before an error is final"),
-        "base_url": Param("", type="string", description="API base (default: connection lrclib_default)"),
-        "dump_path": Param("", type="string", description="LRCLIB SQLite dump (.sqlite3 or .gz)"),
+        "base_url": Param("", type="string", description="API base (default: connection lrclib_default); "
+                                                         "must be under a prefix of Variable musicrec_allowed_sources"),
+        "dump_path": Param("", type="string", description="LRCLIB SQLite dump (.sqlite3 or .gz), opened read-only; "
+                                                          "must be under a file:// prefix of Variable "
+                                                          "musicrec_allowed_sources"),
+        "max_unpacked_bytes": Param(128 * 2**30, type="integer", minimum=1,
+                                    description="refuse a .gz dump that unpacks to more than this many bytes "
+                                                "(default 128 GiB; the full LRCLIB dump unpacks to 60+ GiB)"),
         "rate_per_s": Param(2.0, type="number", minimum=0, description="API requests per second (0 = no limit)"),
         "concurrency": Param(4, type="integer", minimum=1, maximum=64, description="API requests in flight"),
     },
@@ -41,12 +47,13 @@ with DAG(
 ) as dag:
     plan_kwargs = {"provider": "{{ params.provider }}", "max_songs": "{{ params.max_songs }}",
                    "max_chunks": "{{ params.max_chunks }}", "max_attempts": "{{ params.max_attempts }}",
-                   "dump_path": "{{ params.dump_path }}"}
+                   "dump_path": "{{ params.dump_path }}", "max_unpacked_bytes": "{{ params.max_unpacked_bytes }}"}
     # one plan per provider (mapping needs a return value): the one not chosen returns [] at once
     plan_dump = LyricsPlanOperator(task_id="plan_dump", for_provider="dump", **plan_kwargs)
     plan_api = LyricsPlanOperator(task_id="plan_api", for_provider="api", **plan_kwargs)
     fetch_dump = LyricsFetchOperator.partial(task_id="fetch_dump", provider="dump",
-                                             dump_path="{{ params.dump_path }}").expand(chunk=plan_dump.output)
+                                             dump_path="{{ params.dump_path }}",
+                                             max_unpacked_bytes="{{ params.max_unpacked_bytes }}").expand(chunk=plan_dump.output)
     fetch_api = LyricsFetchOperator.partial(
         task_id="fetch_api", provider="api", pool=POOL_LRCLIB, base_url="{{ params.base_url }}",
         rate_per_s="{{ params.rate_per_s }}", concurrency="{{ params.concurrency }}",

@@ -40,6 +40,8 @@ os.environ.update(
         "TRANSFORMERS_OFFLINE": "1",
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
+        # tests read their sources from temp folders (musicrec.sources); refusal tests set their own list
+        "AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES": f'["{Path(tempfile.gettempdir()).resolve().as_uri()}/"]',
     }
 )
 for path in (REPO / "include", REPO / "plugins", REPO / "dags"):

@@ -84,6 +84,7 @@ def test_listens_import_on_s3_lake(tiny_sample, airflow_db, mongo_uri, s3_endpoi
     s3.upload_file(str(tiny_sample.archive), "it-landing", "dumps/lastfm-dataset-1K.tar.gz")
     env = {
         "AIRFLOW_VAR_MUSICREC_LAKE_ROOT": "s3://aws_default@it-lake",
+        "AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES": '["s3://aws_default@it-landing/dumps/"]',
         "AIRFLOW_CONN_MONGO_DEFAULT": mongo_uri.replace("mongodb://", "mongo://") + "it_s3",
     }
     conf = {"source_url": "s3://aws_default@it-landing/dumps/lastfm-dataset-1K.tar.gz", "dataset": "tiny",

@@ -22,6 +22,12 @@ class _Server(http.server.ThreadingHTTPServer):
         self.requests: list[dict] = []
         self.cut_first_at: int | None = None  # close the first full response after this many bytes
         self.support_range = True
+        self.redirects: dict[str, str] = {}  # raw request path -> Location
+        self.bodies: dict[str, bytes] = {}  # raw request path -> body (besides PAYLOAD's path)
+        self.omit_length = False  # send bodies without Content-Length (read until close)
+
+    def handle_error(self, request, client_address):  # a client hanging up on a refusal is expected here
+        pass
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -34,6 +40,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         srv: _Server = self.server
         rng = self.headers.get("Range")
         srv.requests.append({"path": self.path, "range": rng, "ua": self.headers.get("User-Agent")})
+        if self.path in srv.redirects:
+            self.send_response(302)
+            self.send_header("Location", srv.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path in srv.bodies:
+            self.send_response(200)
+            if srv.omit_length:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(len(srv.bodies[self.path])))
+            self.end_headers()
+            self.wfile.write(srv.bodies[self.path])
+            return
         if self.path != "/data/lastfm.tar.gz":
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -160,3 +182,126 @@ def test_file_source_and_changed_source_redownloads(tmp_path, raw_dir):
 def test_missing_file_source_is_a_clear_error(tmp_path, raw_dir):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         dl.download((tmp_path / "nope.tsv").as_uri(), raw_dir)
+
+
+# ----------------------------------------------------------------------------- untrusted input (issue 13)
+
+from pathlib import Path  # noqa: E402
+
+from musicrec.sources import SourceNotAllowed  # noqa: E402
+
+TRAVERSAL = "/x/..%2F..%2F..%2F..%2Fdags%2Fz.py"
+
+
+def _base(srv: _Server) -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+def _nothing_under(root: Path) -> list[str]:
+    """Files under ``root`` (the raw dir, the staging dir…): what a refused download must not leave."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+@pytest.fixture
+def deep_raw(tmp_path, monkeypatch):
+    """The embedded default's layout under tmp/repo: raw/<dataset> and the staging downloads are four
+    levels below the repo, so '../../../../dags/z.py' lands in tmp/repo/dags (as it did on main)."""
+    (tmp_path / "repo" / "dags").mkdir(parents=True)
+    monkeypatch.setenv("MUSICREC_STAGING_DIR", str(tmp_path / "repo" / "data" / "staging"))
+    return UPath(tmp_path / "repo" / "data" / "lake" / "raw" / "lastfm-1k")
+
+
+@pytest.mark.parametrize("allowed", [None, "loopback"])
+def test_traversal_in_an_encoded_file_name_is_refused_and_writes_nothing(server, deep_raw, tmp_path, allowed):
+    server.bodies[TRAVERSAL] = b"import os  # planted\n"
+    kwargs = {"allowed": [f"{_base(server)}/"]} if allowed else {}  # the name rule holds with or without a list
+    with pytest.raises(SourceNotAllowed, match="'file-name'.*path separator"):
+        dl.download(_base(server) + TRAVERSAL, deep_raw, **kwargs)
+    assert not (tmp_path / "repo" / "dags" / "z.py").exists()
+    assert [p for p in tmp_path.rglob("z.py*")] == []
+    assert server.requests == []  # refused before any request
+
+
+@pytest.mark.parametrize("name", ["..", "%2E%2E", "a%00b.tsv", "a%0Ab.tsv", "a%5Cb.tsv", ".hidden", "_manifest.json",
+                                  "", "x" * 300])
+def test_bad_decoded_names_are_refused(name):
+    with pytest.raises(SourceNotAllowed, match="'file-name'"):
+        dl.file_name_of(f"http://example.org/d/{name}")
+
+
+def test_file_outside_the_allowed_prefixes_is_refused(tmp_path, raw_dir):
+    allowed = [(tmp_path / "sample").as_uri() + "/"]
+    with pytest.raises(SourceNotAllowed, match="'allowed-prefix'.*/proc/self/environ"):
+        dl.download("file:///proc/self/environ", raw_dir, allowed=allowed)
+    assert _nothing_under(Path(raw_dir.path)) == []
+    assert not dl._part_path("file:///proc/self/environ", "environ").exists()
+
+
+def test_file_dotdot_and_symlink_escapes_are_refused(tmp_path, raw_dir):
+    sample = tmp_path / "sample"
+    sample.mkdir()
+    secret = tmp_path / "secret.env"
+    secret.write_text("AWS_SECRET_ACCESS_KEY=x\n")
+    (sample / "dump.tsv").symlink_to(secret)
+    (sample / "environ.tsv").symlink_to("/proc/self/environ")
+    allowed = [sample.as_uri() + "/"]
+    for url in ((sample / "dump.tsv").as_uri(), (sample / "environ.tsv").as_uri(),
+                sample.as_uri() + "/../secret.env", sample.as_uri() + "/%2E%2E/secret.env"):
+        with pytest.raises(SourceNotAllowed, match="'allowed-prefix'"):
+            dl.download(url, raw_dir, allowed=allowed)
+    assert _nothing_under(Path(raw_dir.path)) == []
+    # a file really inside is read (by its resolved path)
+    (sample / "ok.tsv").write_bytes(b"a\tb\n")
+    assert dl.download((sample / "ok.tsv").as_uri(), raw_dir, allowed=allowed).bytes == 4
+
+
+def test_redirect_to_a_disallowed_prefix_is_refused(server, raw_dir):
+    base = _base(server)
+    server.redirects["/data/latest.tar.gz"] = f"{base}/private/lastfm.tar.gz"
+    server.bodies["/private/lastfm.tar.gz"] = PAYLOAD
+    with pytest.raises(SourceNotAllowed, match="'redirect'.*/private/lastfm.tar.gz"):
+        dl.download(f"{base}/data/latest.tar.gz", raw_dir, allowed=[f"{base}/data/"])
+    assert [r["path"] for r in server.requests] == ["/data/latest.tar.gz"]  # the target never requested
+    assert _nothing_under(Path(raw_dir.path)) == []
+    # a redirect to an allowed prefix is followed (checked hop by hop)
+    server.redirects["/data/latest.tar.gz"] = f"{base}/data/lastfm.tar.gz"
+    got = dl.download(f"{base}/data/latest.tar.gz", raw_dir, allowed=[f"{base}/data/"], sha256=SHA)
+    assert got.file == "latest.tar.gz" and got.sha256 == SHA
+
+
+def test_loopback_address_needs_an_explicit_allow_entry(server, raw_dir):
+    port = server.server_address[1]
+    url = f"http://localhost:{port}/data/lastfm.tar.gz"
+    # a host name that resolves to loopback: the name alone is not an explicit allow
+    with pytest.raises(SourceNotAllowed, match="'private-address'.*127.0.0.1"):
+        dl.download(url, raw_dir, allowed=[f"http://localhost:{port}/"],
+                    resolve=lambda host, port: ["127.0.0.1"])
+    # DNS said "public" to the check, the connection reached loopback: refused after connecting
+    with pytest.raises(SourceNotAllowed, match="'private-address'.*connected to"):
+        dl.download(url, raw_dir, allowed=[f"http://localhost:{port}/"], resolve=lambda host, port: ["93.184.216.34"])
+    assert _nothing_under(Path(raw_dir.path)) == []
+    # explicit: the entry names the address, or says private
+    assert dl.download(_url(server), raw_dir, allowed=[f"http://127.0.0.1:{port}/data/"]).sha256 == SHA
+    ok = dl.download(url, UPath(Path(raw_dir.path).parent / "other"),
+                     allowed=[{"prefix": f"http://localhost:{port}/", "private": True}])
+    assert ok.sha256 == SHA
+
+
+@pytest.mark.parametrize("omit_length", [False, True])
+def test_oversized_download_is_refused_and_leaves_nothing(server, raw_dir, omit_length):
+    server.bodies["/data/big.bin"] = PAYLOAD
+    server.omit_length = omit_length  # without Content-Length the bound is counted while writing
+    url = f"{_base(server)}/data/big.bin"
+    with pytest.raises(SourceNotAllowed, match="'max_bytes'"):
+        dl.download(url, raw_dir, allowed=[f"{_base(server)}/data/"], max_bytes=100_000)
+    assert _nothing_under(Path(raw_dir.path)) == []
+    folder = dl.staging_dir() / "downloads" / hashlib.sha1(url.encode()).hexdigest()[:16]
+    assert not folder.exists()  # neither the partial file nor its staging folder is left
+
+
+def test_oversized_file_source_is_refused(tmp_path, raw_dir):
+    src = tmp_path / "big.tsv"
+    src.write_bytes(b"x" * 5000)
+    with pytest.raises(SourceNotAllowed, match="'max_bytes'"):
+        dl.download(src.as_uri(), raw_dir, allowed=[tmp_path.as_uri() + "/"], max_bytes=4999)
+    assert _nothing_under(Path(raw_dir.path)) == []

@@ -33,6 +33,7 @@ from musicrec.lake.download import MANIFEST
 from musicrec.lake.partition import PartitionFile, sort_staged, split_by_date
 from musicrec.lake.storage import LakePath
 from musicrec.settings import staging_dir
+from musicrec.sources import BoundedReader, ByteBudget, contained
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,19 @@ def producer_of(dataset: str) -> str:
 
 
 def work_dir(root: LakePath, dataset: str) -> LakePath:
-    return root / "work" / "listens_import" / dataset
+    return contained(root / "work" / "listens_import", dataset)  # dataset is a param: stays inside work/
 
 
-def clean_raw(root: LakePath, dataset: str) -> dict[str, Any]:
-    """Clean ``raw/<dataset>/<file>`` into staged parts under ``work/``, plus quarantine files."""
+DEFAULT_MAX_UNPACKED_BYTES = 64 * 2**30  # the real Last.fm-1K dump unpacks to ~2.5 GB
+
+
+def clean_raw(root: LakePath, dataset: str, *, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> dict[str, Any]:
+    """Clean ``raw/<dataset>/<file>`` into staged parts under ``work/``, plus quarantine files.
+
+    At most ``max_unpacked_bytes`` are read out of the archive (all members together, counted as
+    they are decompressed): a gzip bomb is refused with :class:`musicrec.sources.SourceNotAllowed`."""
     manifest = storage.read_json(root / "raw" / dataset / MANIFEST)
-    raw = root / "raw" / dataset / manifest["file"]
+    raw = contained(root / "raw", dataset, manifest["file"])  # the name came from a URL: stays inside raw/
     work = work_dir(root, dataset)
     marker = work / CLEAN_MARKER
     if marker.exists():
@@ -69,8 +76,10 @@ def clean_raw(root: LakePath, dataset: str) -> dict[str, Any]:
         profile_quarantine = QuarantineBuffer(source_file=f"raw/{dataset}/{manifest['file']}")
         stats = None
         profiles = None
+        budget = ByteBudget(max_unpacked_bytes, f"raw/{dataset}/{manifest['file']}")
         with raw.open("rb") as fh, open_archive_members(fh, raw.name) as members:
-            for name, stream in members:
+            for name, unbounded in members:
+                stream = BoundedReader(unbounded, budget)
                 base = name.rsplit("/", 1)[-1]
                 if base == PROFILES_MEMBER:
                     profiles = parse_profiles(stream, profile_quarantine)
@@ -119,7 +128,7 @@ def clean_raw(root: LakePath, dataset: str) -> dict[str, Any]:
 
 def _publish_quarantine(root: LakePath, producer: str, buffer: QuarantineBuffer, scratch: Path) -> list[str]:
     """Replace this producer's quarantine files with the ones of this run."""
-    prefix = root / "quarantine" / producer
+    prefix = contained(root / "quarantine", producer)  # producer carries the dataset param
     tables = buffer.tables()
     wanted = {f"date={day}/part-00000.parquet" for day in tables}
     for old in storage.list_files(prefix, "*.parquet"):

@@ -34,6 +34,7 @@ def embedded_env(root: Path | None = None) -> dict[str, str]:
         "AIRFLOW_VAR_MUSICREC_LAKE_ROOT": (data / "lake").as_uri(),
         "AIRFLOW_VAR_MUSICREC_LISTENS_SOURCE_URL": (data / "sample" / "lastfm-dataset-1K.tar.gz").as_uri(),
         "AIRFLOW_VAR_MUSICREC_LRCLIB_DUMP": os.fspath(data / "sample" / "lrclib-dump.sqlite3"),
+        "AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES": os.environ.get("AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES") or json.dumps([(data / "sample").as_uri() + "/", (data / "lake").as_uri() + "/", "https://lrclib.net/api/"]),  # noqa: E501  an exported value wins (docs/operations.md)
         "MUSICREC_STAGING_DIR": os.fspath(data / "staging"),
         "MUSICREC_GPU_QUEUE": "default",
         "OPENBLAS_NUM_THREADS": "1",

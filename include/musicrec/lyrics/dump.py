@@ -13,7 +13,9 @@ Two passes per batch, both through the dump's indexes (the dump is never loaded 
    like the API's ``/api/search``), which finds the same words in another order.
 
 Both passes score candidates with :mod:`musicrec.lyrics.match`, so statuses equal the API provider's.
-A ``.gz`` dump is decompressed once, streaming, to a file beside it.
+A ``.gz`` dump is decompressed once, streaming, to a file beside it; the bytes written are counted
+as they are written (``max_unpacked_bytes``; gzip's own size field is not trusted). The dump is
+always opened read-only through a percent-quoted SQLite URI, whatever its name contains.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from musicrec.lyrics import sidecar
 from musicrec.lyrics.match import THRESHOLD, Candidate, Outcome, Song, outcome_of
 from musicrec.lyrics.normalize import lrclib_lower, plain_key, query_words, strip_credits
 from musicrec.lyrics.sidecar import CREDIT_GLOB, CREDIT_WORDS, TOP
+from musicrec.sources import Allowed, SourceNotAllowed, check_path, sqlite_ro_uri
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "dump"
+DEFAULT_MAX_UNPACKED_BYTES = 128 * 2**30  # the full LRCLIB dump unpacks to 60+ GiB
 SEARCH_LIMIT = 20
 # Pass 1 sees "<title>" and "<title> <credit>"; a record the scorer accepts but pass 1 cannot see has
 # its credit *inside* the title ("Song (feat. X) (Live)"), which needs a title of several parts.
@@ -53,9 +57,16 @@ class DumpError(RuntimeError):
     pass
 
 
-def ensure_unpacked(path: str | os.PathLike[str]) -> Path:
+def checked(path: str | os.PathLike[str], allowed: str | Allowed | None) -> Path:
+    """``path`` as the dump to read: with an allow-list (Variable ``musicrec_allowed_sources``), its
+    real path, which must lie under an allowed ``file://`` prefix; without one, the path as given."""
+    return check_path(path, allowed, what="dump_path") if allowed is not None else Path(path)
+
+
+def ensure_unpacked(path: str | os.PathLike[str], *, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> Path:
     """The SQLite file of ``path``: itself, or for ``x.sqlite3.gz`` the file ``x.sqlite3`` beside it,
-    decompressed once (a marker records which archive it came from, so a changed archive re-unpacks)."""
+    decompressed once (a marker records which archive it came from, so a changed archive re-unpacks).
+    An archive that unpacks to more than ``max_unpacked_bytes`` is refused, and nothing is left."""
     src = Path(path)
     if not src.exists():
         raise DumpError(f"LRCLIB dump {src} does not exist")
@@ -81,14 +92,27 @@ def ensure_unpacked(path: str | os.PathLike[str]) -> Path:
         partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
         log.info("unpacking %s (%.1f MiB) -> %s", src, stat.st_size / 2**20, target)
         try:
-            with gzip.open(src, "rb") as fin, open(partial, "wb") as fout:
-                shutil.copyfileobj(fin, fout, 16 << 20)
+            _unpack_bounded(src, partial, max_unpacked_bytes)
             marker.unlink(missing_ok=True)  # no marker while the target changes
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
         marker.write_text(json.dumps(_archive_source(src)))
     return target
+
+
+def _unpack_bounded(src: Path, partial: Path, max_bytes: int) -> int:
+    """Decompress ``src`` into ``partial``, counting the bytes *before* each write: a gzip bomb (or a
+    header lying about the size) stops at ``max_bytes``, with at most that much on disk."""
+    written = 0
+    with gzip.open(src, "rb") as fin, open(partial, "wb") as fout:
+        while chunk := fin.read(16 << 20):
+            written += len(chunk)
+            if written > max_bytes:
+                raise SourceNotAllowed("max_unpacked_bytes", os.fspath(src),
+                                       f"unpacks to more than max_unpacked_bytes={max_bytes} bytes")
+            fout.write(chunk)
+    return written
 
 
 def _archive_source(src: Path) -> dict:
@@ -103,10 +127,12 @@ def _unpacked_is_current(src: Path, target: Path, marker: Path) -> bool:
         return False
 
 
-def prepare(path: str | os.PathLike[str]) -> dict:
+def prepare(path: str | os.PathLike[str], *, allowed: str | Allowed | None = None,
+            max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> dict:
     """What the dump's chunks need, made once before they start (the DAG's plan task): the unpacked
-    file and its lookup index (None, with a warning, where it cannot be built)."""
-    dump = ensure_unpacked(path)
+    file and its lookup index (None, with a warning, where it cannot be built). ``allowed``: see
+    :func:`checked`."""
+    dump = ensure_unpacked(checked(path, allowed), max_unpacked_bytes=max_unpacked_bytes)
     return {"dump": str(dump), "sidecar": str(index) if (index := _ensure_sidecar(dump)) else None}
 
 
@@ -143,11 +169,12 @@ class DumpProvider:
     name = PROVIDER
 
     def __init__(self, path: str | os.PathLike[str], threshold: float = THRESHOLD, use_fts: bool = True,
-                 use_sidecar: bool = True) -> None:
-        self.path = ensure_unpacked(path)
+                 use_sidecar: bool = True, *, allowed: str | Allowed | None = None,
+                 max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> None:
+        self.path = ensure_unpacked(checked(path, allowed), max_unpacked_bytes=max_unpacked_bytes)
         self.threshold = threshold
         self.use_fts = use_fts
-        self.con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        self.con = sqlite3.connect(sqlite_ro_uri(self.path), uri=True)
         self.con.execute("PRAGMA temp_store = MEMORY")
         self.con.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache
         self.con.execute("PRAGMA mmap_size = 1073741824")
@@ -163,7 +190,7 @@ class DumpProvider:
         path = _ensure_sidecar(self.path)
         if path is None:
             return None
-        self.con.execute("ATTACH DATABASE ? AS s", (f"file:{path}?mode=ro",))
+        self.con.execute("ATTACH DATABASE ? AS s", (sqlite_ro_uri(path),))
         self.con.execute("PRAGMA s.cache_size = -32768")  # 32 MiB; page cache and mmap are per schema
         self.con.execute("PRAGMA s.mmap_size = 1073741824")
         # the file attached may have been replaced since ensure() checked it: check what is attached

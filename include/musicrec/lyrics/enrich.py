@@ -4,6 +4,10 @@ Results go to MongoDB in small bulk writes (every ``flush_every`` results or ``f
 so a killed task loses at most the requests in flight and the unflushed handful; the re-run's
 chunk query no longer selects what was written. Progress (done/total, statuses, rate, ETA) is
 logged every ``progress_s`` seconds.
+
+``dump_path`` and ``base_url`` are untrusted (trigger form, Variable, connection): with an
+allow-list (``allowed``, Variable ``musicrec_allowed_sources``) they are checked here, before anything
+is opened or requested (:mod:`musicrec.sources`).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from pymongo.database import Database
 
 from musicrec.lyrics import queue
 from musicrec.lyrics.api import LrclibApi
-from musicrec.lyrics.dump import DumpProvider
+from musicrec.lyrics.dump import DEFAULT_MAX_UNPACKED_BYTES, DumpProvider
 from musicrec.lyrics.match import Outcome, Song
+from musicrec.sources import Allowed, check_url
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +81,12 @@ class ResultWriter:
 
 
 def run_dump_chunk(db: Database, chunk: queue.Chunk, dump_path: str, *, batch_size: int = 500,
+                   allowed: str | Allowed | None = None, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
                    **writer_kwargs: Any) -> dict[str, Any]:
+    provider = DumpProvider(dump_path, allowed=allowed, max_unpacked_bytes=max_unpacked_bytes)  # checked first
     todo = queue.chunk_songs(db, chunk)
     writer = ResultWriter(db, len(todo), label=f"lyrics chunk {chunk.index} (dump)", **writer_kwargs)
-    with DumpProvider(dump_path) as provider:
+    with provider:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             for (song, attempts), outcome in zip(batch, provider.lookup_many([s for s, _ in batch]), strict=True):
@@ -89,7 +96,9 @@ def run_dump_chunk(db: Database, chunk: queue.Chunk, dump_path: str, *, batch_si
 
 def run_api_chunk(db: Database, chunk: queue.Chunk, base_url: str, *, rate_per_s: float = 2.0,
                   concurrency: int = 4, timeout_s: float = 10.0, tries: int = 3, backoff_s: float = 1.0,
-                  **writer_kwargs: Any) -> dict[str, Any]:
+                  allowed: str | Allowed | None = None, **writer_kwargs: Any) -> dict[str, Any]:
+    if allowed is not None:
+        check_url(base_url.rstrip("/") + "/", allowed, what="base_url")
     todo = queue.chunk_songs(db, chunk)
     writer = ResultWriter(db, len(todo), label=f"lyrics chunk {chunk.index} (api)", **writer_kwargs)
     api_kwargs = {"rate_per_s": rate_per_s, "concurrency": concurrency, "timeout_s": timeout_s, "tries": tries,

@@ -43,6 +43,8 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from musicrec.sources import sqlite_ro_uri
+
 log = logging.getLogger(__name__)
 
 VERSION = 1  # bump when the rows change meaning: older files are rebuilt
@@ -116,7 +118,7 @@ def is_current(path: Path, source: dict) -> bool:
     if not path.exists():
         return False
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = sqlite3.connect(sqlite_ro_uri(path), uri=True)
         try:
             row = con.execute("SELECT value FROM meta WHERE key = 'source'").fetchone()
         finally:
@@ -156,7 +158,7 @@ def ensure(dump: Path, *, progress_every: int = 1_000_000) -> Path:
 def build(dump: Path, target: Path, source: dict, *, progress_every: int = 1_000_000) -> dict:
     """Write the sidecar of ``dump`` to a temporary name, then rename it to ``target``."""
     started = time.monotonic()
-    src = sqlite3.connect(f"file:{dump}?mode=ro", uri=True)
+    src = sqlite3.connect(sqlite_ro_uri(dump), uri=True)
     try:
         tracks = src.execute("SELECT max(rowid) FROM tracks").fetchone()[0] or 0
         _check_space(target, tracks)
@@ -212,7 +214,7 @@ def _fill(src: sqlite3.Connection, partial: Path, dump: Path, source: dict, trac
         out.execute("PRAGMA synchronous = OFF")
         out.execute("PRAGMA cache_size = -131072")  # 128 MiB: the sorts spill to temp files beyond it
         out.execute("ATTACH DATABASE '' AS scratch")  # a temporary file, deleted on close
-        out.execute("ATTACH DATABASE ? AS d", (f"file:{dump}?mode=ro",))
+        out.execute("ATTACH DATABASE ? AS d", (sqlite_ro_uri(dump),))
         out.execute("BEGIN")
         out.execute("CREATE TABLE scratch.stage (t TEXT, a TEXT, id INTEGER)")
         cur = src.execute("SELECT id, name_lower, artist_name_lower FROM tracks")  # table order: sequential

@@ -46,8 +46,16 @@ class LrclibHook(BaseHook):
         return self.settings()["base_url"]
 
     def test_connection(self) -> tuple[bool, str]:
-        """One search request: any 200/404 answer means the API is reachable."""
+        """One search request: any 200/404 answer means the API is reachable. The host must be allowed
+        (Variable ``musicrec_allowed_sources``) like a task's ``base_url``: the UI button is no way around it."""
+        from musicrec.sources import SourceNotAllowed, check_url
+        from musicrec_airflow.sources import allowed_sources
+
         settings = self.settings()
+        try:
+            check_url(settings["base_url"], allowed_sources(), what="base_url")
+        except SourceNotAllowed as exc:
+            return False, str(exc)
 
         async def probe() -> str:
             async with LrclibApi(settings["base_url"], rate_per_s=0, tries=1, timeout_s=10,

@@ -13,6 +13,7 @@ from musicrec.lyrics import dump as lyrics_dump
 from musicrec.lyrics import enrich, queue
 from musicrec_airflow.hooks.lrclib import LrclibHook
 from musicrec_airflow.hooks.mongo import mongo_database
+from musicrec_airflow.sources import allowed_sources, refusals_fail
 
 DUMP_VARIABLE = "musicrec_lrclib_dump"
 PROVIDERS = ("auto", "api", "dump")
@@ -21,6 +22,10 @@ PROVIDERS = ("auto", "api", "dump")
 def dump_path(param: str | None) -> str:
     """The dump file: the param, else Variable ``musicrec_lrclib_dump``, else ''."""
     return (param or "").strip() or (Variable.get(DUMP_VARIABLE, default="") or "").strip()
+
+
+def max_unpacked(value: int | str) -> int:
+    return int(value) if str(value).strip() else lyrics_dump.DEFAULT_MAX_UNPACKED_BYTES
 
 
 def resolve_provider(provider: str, dump: str) -> str:
@@ -38,14 +43,17 @@ class LyricsPlanOperator(BaseOperator):
     (small) when ``provider`` resolves to ``for_provider``, else ``[]`` (its mapped fetch is skipped).
     For the dump it first unpacks a ``.gz`` and builds the lookup index beside it (once per dump)."""
 
-    template_fields: Sequence[str] = ("provider", "max_songs", "max_chunks", "max_attempts", "dump_path")
+    template_fields: Sequence[str] = ("provider", "max_songs", "max_chunks", "max_attempts", "dump_path",
+                                      "max_unpacked_bytes")
 
     def __init__(self, *, for_provider: str, provider: str = "auto", max_songs: int | str = 100000,
                  max_chunks: int | str = 4, max_attempts: int | str = 5, dump_path: str = "",
+                 max_unpacked_bytes: int | str = lyrics_dump.DEFAULT_MAX_UNPACKED_BYTES,
                  mongo_conn_id: str = "mongo_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.for_provider, self.provider, self.max_songs, self.max_chunks = for_provider, provider, max_songs, max_chunks
         self.max_attempts, self.dump_path, self.mongo_conn_id = max_attempts, dump_path, mongo_conn_id
+        self.max_unpacked_bytes = max_unpacked_bytes
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         dump = dump_path(self.dump_path)
@@ -53,10 +61,13 @@ class LyricsPlanOperator(BaseOperator):
         if provider != self.for_provider:
             self.log.info("provider is %s: nothing for %s", provider, self.for_provider)
             return []
+        if provider == "dump":  # checked, unpacked and indexed here, once, before the mapped chunks open it
+            with refusals_fail():
+                ready = lyrics_dump.prepare(dump, allowed=allowed_sources(),
+                                            max_unpacked_bytes=max_unpacked(self.max_unpacked_bytes))
+            self.log.info("dump ready: %s", ready)
         db = mongo_database(self.mongo_conn_id)
         queue.ensure_indexes(db)
-        if provider == "dump":  # unpack + lookup index here, once, before the mapped chunks open the dump
-            self.log.info("dump ready: %s", lyrics_dump.prepare(dump))
         chunks = queue.plan(db, max_songs=int(self.max_songs), max_chunks=int(self.max_chunks),
                             max_attempts=int(self.max_attempts))
         self.log.info("lyrics queue: %d pending songs in %d chunks, provider %s%s; store now: %s",
@@ -68,28 +79,37 @@ class LyricsPlanOperator(BaseOperator):
 class LyricsFetchOperator(BaseOperator):
     """One chunk through the dump or the API (mapped over the plan's chunks)."""
 
-    template_fields: Sequence[str] = ("chunk", "dump_path", "base_url", "rate_per_s", "concurrency")
+    template_fields: Sequence[str] = ("chunk", "dump_path", "base_url", "rate_per_s", "concurrency",
+                                      "max_unpacked_bytes")
 
     def __init__(self, *, provider: str, chunk: dict[str, Any] | None = None, dump_path: str = "",
                  base_url: str = "", rate_per_s: float | str = 2.0, concurrency: int | str = 4,
+                 max_unpacked_bytes: int | str = lyrics_dump.DEFAULT_MAX_UNPACKED_BYTES,
                  lrclib_conn_id: str = LrclibHook.default_conn_name, mongo_conn_id: str = "mongo_default",
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.provider, self.chunk, self.dump_path, self.base_url = provider, chunk, dump_path, base_url
+        self.max_unpacked_bytes = max_unpacked_bytes
         self.rate_per_s, self.concurrency = rate_per_s, concurrency
         self.lrclib_conn_id, self.mongo_conn_id = lrclib_conn_id, mongo_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
+        with refusals_fail():
+            return self._execute()
+
+    def _execute(self) -> dict[str, Any]:
         chunk = queue.Chunk.from_dict(self.chunk or {})
         db = mongo_database(self.mongo_conn_id)
         if self.provider == "dump":
-            return enrich.run_dump_chunk(db, chunk, dump_path(self.dump_path))
+            return enrich.run_dump_chunk(db, chunk, dump_path(self.dump_path), allowed=allowed_sources(),
+                                         max_unpacked_bytes=max_unpacked(self.max_unpacked_bytes))
         settings = LrclibHook(self.lrclib_conn_id).settings()
         base = (self.base_url or "").strip() or settings["base_url"]
         rate = float(self.rate_per_s) if str(self.rate_per_s).strip() != "" else settings.get("rate_per_s", 2.0)
         self.log.info("LRCLIB API %s, %.2f requests/s, concurrency %s", base, rate, self.concurrency)
+        # base_url (param or connection) is checked against the allow-list before any request
         return enrich.run_api_chunk(db, chunk, base, rate_per_s=rate, concurrency=int(self.concurrency),
-                                    timeout_s=settings.get("timeout_s", 10.0))
+                                    timeout_s=settings.get("timeout_s", 10.0), allowed=allowed_sources())
 
 
 class LyricsReportOperator(BaseOperator):
