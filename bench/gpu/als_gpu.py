@@ -39,23 +39,62 @@ GPU_RUNS = ["raw-implicit-gpu", "implicit-gpu", "torch-cuda"]
 STAND_IN = {"raw-implicit-gpu": "raw-implicit-cpu", "implicit-gpu": "implicit-cpu", "torch-cuda": "torch-cpu"}
 
 
+class Stamps:
+    """Per-iteration wall times taken in the fit's callback after a device-wide CUDA sync.
+
+    implicit's GPU fit times each iteration before its kernels are known to be done, so its own
+    figures can under-count; torch.cuda.synchronize() (cudaDeviceSynchronize) waits for implicit's
+    kernels too (same process, same primary context). The first interval includes the fit's set-up
+    (the copy of the matrix to the device) and is left out of the median like every warm-up."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.reported: list[float] = []
+        self.t0 = time.perf_counter()
+        self.stamps: list[float] = []
+
+    def __call__(self, _iteration: int, secs: float, *_rest) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        self.stamps.append(time.perf_counter())
+        self.reported.append(secs)
+
+    def per_iteration(self) -> list[float]:
+        edges = [self.t0, *self.stamps]
+        return [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
 def raw_implicit_gpu(conf, iterations: int):
     """implicit's own GPU model, as a user of the library would call it (the ceiling for the train step)."""
     import numpy as np
     from implicit.gpu.als import AlternatingLeastSquares
 
-    times: list[float] = []
     model = AlternatingLeastSquares(factors=als_bench.FACTORS, regularization=als_bench.REGULARIZATION,
                                     iterations=iterations, random_state=als_bench.RANDOM_STATE,
                                     calculate_training_loss=False)
     model.cg_steps = als_bench.CG_STEPS
-    started = time.perf_counter()
-    model.fit(conf, show_progress=False, callback=lambda _i, secs, _loss: times.append(secs))
-    seconds = time.perf_counter() - started
+    stamps = Stamps(cuda=True)
+    model.fit(conf, show_progress=False, callback=stamps)
+    seconds = time.perf_counter() - stamps.t0
     cpu = model.to_cpu()
     f = als_bench.FACTORS
-    return ({"seconds": seconds, "per_iteration": times},
+    return ({"seconds": seconds, "per_iteration": stamps.per_iteration(), "reported_per_iteration": stamps.reported},
             np.ascontiguousarray(cpu.user_factors[:, :f]), np.ascontiguousarray(cpu.item_factors[:, :f]))
+
+
+def musicrec_fit(conf, iterations: int, backend: str):
+    """The project's train step, ``musicrec.als.backends.fit`` (as bench/als.py calls it), with synced stamps."""
+    from musicrec.als import backends
+
+    stamps = Stamps(cuda=backend in ("implicit-gpu", "torch-cuda"))
+    result = backends.fit(conf, factors=als_bench.FACTORS, iterations=iterations,
+                          regularization=als_bench.REGULARIZATION, cg_steps=als_bench.CG_STEPS,
+                          random_state=als_bench.RANDOM_STATE, backend=backend, callback=stamps)
+    return ({"seconds": result.seconds, "per_iteration": stamps.per_iteration(),
+             "reported_per_iteration": list(result.seconds_per_iteration), "chosen": result.backend,
+             "reason": result.reason}, result.user_factors, result.item_factors)
 
 
 def available(name: str) -> tuple[bool, str]:
@@ -77,7 +116,7 @@ def one_run(conf, iterations: int, name: str) -> dict:
     elif name == "raw-implicit-gpu":
         fig, x, y = raw_implicit_gpu(conf, iterations)
     else:
-        fig, x, y = als_bench.run_musicrec(conf, iterations, name)
+        fig, x, y = musicrec_fit(conf, iterations, name)
     fig["s_per_iteration"] = als_bench.per_iteration(fig["per_iteration"])
     fig["total_over_iterations"] = fig["seconds"] / iterations  # includes copies to/from the device
     t = time.perf_counter()
@@ -91,13 +130,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for als.json")
     parser.add_argument("--cpu-smoke", action="store_true")
     parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--scale", choices=["lastfm1k", "smoke"], default=None,
+                        help="the matrix (default lastfm1k; smoke with --cpu-smoke)")
     args = parser.parse_args()
 
     res = Results(args.out / "als.json", "als", args.cpu_smoke)
     d = res.data
-    scale = SMOKE_SCALE if args.cpu_smoke else als_bench.SCALES["lastfm1k"]
+    scale_name = args.scale or ("smoke" if args.cpu_smoke else "lastfm1k")
+    scale = SMOKE_SCALE if scale_name == "smoke" else als_bench.SCALES[scale_name]
     users, items, min_nnz, exponent, offset = scale
-    d["params"] = {"scale": "smoke" if args.cpu_smoke else "lastfm1k", "factors": als_bench.FACTORS,
+    d["params"] = {"scale": scale_name, "factors": als_bench.FACTORS,
                    "regularization": als_bench.REGULARIZATION, "cg_steps": als_bench.CG_STEPS,
                    "iterations": args.iterations, "random_state": als_bench.RANDOM_STATE,
                    "loss_tolerance": LOSS_TOLERANCE, "speedup_target": SPEEDUP_TARGET}

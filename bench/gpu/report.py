@@ -1,7 +1,8 @@
 """GPU bench report (issue 19): merge als.json + embed.json into gpu.json, write gpu.txt, print it.
 
 Exit status 1 when a section is missing or failed, or a correctness check (ALS loss within 5 % of the
-CPU's, the embed path's outputs) failed; a missed speed target is reported (BELOW TARGET), not fatal.
+CPU's, the embed path's outputs) failed or, on the GPU, could not run (e.g. implicit's CUDA module did
+not load); a missed speed target is reported (BELOW TARGET), not fatal.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def table(merged: dict) -> list[str]:
                      f"{p['factors']}, {p['iterations']} iterations, {p['cg_steps']} CG steps; s/iteration = median "
                      "without the first)")
         lines.append(f"  {'run':18s} {'ran as':28s} {'s/iteration':>12s} {'vs CPU':>8s} {'loss/cell':>13s} {'loss diff':>10s}")
-        for name, r in als.get("runs", {}).items():
+        runs = als.get("runs", {})
+        order = ["cpu", "raw-implicit-gpu", "implicit-gpu", "torch-cuda"]
+        for name, r in sorted(runs.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
             if "skipped" in r:
                 lines.append(f"  {name:18s} {'SKIPPED':28s} {r['skipped']}")
             elif "error" in r:
@@ -93,6 +96,8 @@ def main() -> int:
     merged["checks"] = [c | {"section": s} for s in SECTIONS for c in merged[s].get("checks", [])]
     failed = [s for s in SECTIONS if merged[s].get("status") not in ("done", "partial")]
     failed += [c["check"] for c in merged["checks"] if c["ok"] is False and c.get("kind") == "correctness"]
+    if not merged["smoke"]:  # on a GPU machine a check that could not run is a failed check
+        failed += [f"{c['check']} (not run)" for c in merged["checks"] if c["ok"] is None]
     merged["failed"] = failed
     text = "\n".join(table(merged)) + "\n"
     if failed:
