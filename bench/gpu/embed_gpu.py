@@ -15,7 +15,9 @@ best of 2:
   ``{token: weight}`` dicts, copies to the host) — docs/s;
 * ``raw``: the XLM-R forward alone (``model.model(**inputs)``) on the same texts pre-tokenized on
   the device — docs/s; ``ratio`` = embed / raw;
-* peak GPU memory (``torch.cuda.max_memory_allocated``) of each measurement.
+* peak GPU memory (``torch.cuda.max_memory_allocated``) of each measurement;
+* ``tokenize_seconds``: tokenizing the texts alone (and the copy to the device), which the embed path
+  does inside its loop and the raw forward does not — the first suspect when the ratio is low.
 
 ``--cpu-smoke``: a 2-layer, 32-wide model of the same vocab on the CPU, 16 texts, batch 8 — this
 only proves the code path.
@@ -218,8 +220,12 @@ def main() -> int:
             enc.max_length = length  # one loaded model for the three lengths (load_encoder caches per length)
         for batch in batches:
             row: dict = {"length": length, "batch": batch, "docs": len(texts)}
+            t = time.perf_counter()
             pre = [tokenizer(texts[i:i + batch], padding=True, truncation=True, max_length=length,
                              return_tensors="pt").to(device) for i in range(0, len(texts), batch)]
+            sync(device)
+            # the embed path tokenizes in its loop, the raw forward does not: how much of a gap this explains
+            row["tokenize_seconds"] = time.perf_counter() - t
             row["tokens_per_doc"] = int(pre[0]["input_ids"].shape[1])
             embed_runs, raw_runs = [], []
             try:

@@ -67,12 +67,13 @@ def table(merged: dict) -> list[str]:
         lines.append(f"BGE-M3 encoder ({c['num_hidden_layers']} layers, hidden {c['hidden_size']}, vocab "
                      f"{c['vocab_size']:,}, random weights, {p['dtype']} on {p['device']}; docs/s, best of {p['repeat']})")
         lines.append(f"  {'tokens':>6s} {'batch':>5s} {'docs':>5s} {'embed docs/s':>13s} {'raw docs/s':>11s} "
-                     f"{'ratio':>6s} {'peak GiB':>9s}")
+                     f"{'ratio':>6s} {'peak GiB':>9s} {'tokenize s':>10s}")
         for r in emb["rows"]:
             e, w = r.get("embed", {}), r.get("raw", {})
             peak = max([x for x in (e.get("peak_gib"), w.get("peak_gib")) if x is not None], default=None)
             lines.append(f"  {r['length']:6d} {r['batch']:5d} {r['docs']:5d} {fmt(e.get('docs_per_s'), ',.0f'):>13s} "
-                         f"{fmt(w.get('docs_per_s'), ',.0f'):>11s} {fmt(r.get('ratio')):>6s} {fmt(peak, '.1f'):>9s}"
+                         f"{fmt(w.get('docs_per_s'), ',.0f'):>11s} {fmt(r.get('ratio')):>6s} {fmt(peak, '.1f'):>9s} "
+                         f"{fmt(r.get('tokenize_seconds'), '.2f'):>10s}"
                          + (f"  FAILED {r['error']}" if "error" in r else ""))
         if emb.get("embed_error"):
             lines.append(f"  the project's embed path did not load: {emb['embed_error']}")
