@@ -32,7 +32,7 @@ if [[ -n "$SMOKE" ]]; then
   echo "cpu-smoke: wheel install skipped; using what $PY can import"
   ALS_LIMIT=300 EMBED_LIMIT=300
 else
-  ALS_LIMIT=240 EMBED_LIMIT=210
+  ALS_LIMIT=220 EMBED_LIMIT=200
   if compgen -G ".whl/*.whl" >/dev/null; then
     echo "installing the carried wheels: $(cd .whl && ls *.whl | tr '\n' ' ')"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
