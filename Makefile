@@ -19,6 +19,7 @@ help:
 	@echo "make services  start SecantusDB (127.0.0.1:27117) and milvus-lite (127.0.0.1:19530)"
 	@echo "make stop      stop everything the project started (by pid file)"
 	@echo "make bench     run the benchmarks under bench/"
+	@echo "make gpu-wheels download the wheels the GPU check carries (bench/gpu/wheels.txt) into .whl/"
 	@echo "make lint      ruff"
 	@echo "make lock      recompile requirements*.txt from requirements*.in (uv)"
 	@echo "make clean     stop and delete data/ (the embedded stores and the lake)"
@@ -72,3 +73,19 @@ lock:
 
 clean: stop
 	rm -rf data logs airflow.db
+
+# --- GPU check (issue 19) ------------------------------------------------------------------------
+# The wheels bench/gpu/run.sh installs on a lent GPU machine (Python 3.12, no registry there): cp312
+# manylinux builds into the ignored .whl/, which the device call carries. Old wheels are removed first:
+# two versions of one package stop the install there. See docs/operations.md ("The GPU check").
+GPU_PIP ?= $(PY) -m pip
+.PHONY: gpu-wheels
+gpu-wheels:
+	mkdir -p .whl
+	rm -f .whl/*.whl
+	$(GPU_PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
+	  $$(grep -v '^#' bench/gpu/wheels.txt) 2>&1 | $(QUIET_PIP)
+	@ls .whl/*.whl
+	@du -ch .whl/*.whl | tail -1 | sed 's/total$$/in .whl (carried with the tree: keep it well under 64 MiB)/'

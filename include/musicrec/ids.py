@@ -14,6 +14,18 @@ def text_key(value: str) -> str:
     return " ".join(unicodedata.normalize("NFC", value).split()).casefold()
 
 
+def slug_of(model_key: str) -> str:
+    """A model slug usable in Milvus names (letters, digits, underscores).
+
+    Here rather than in ``embeddings.store`` so the encoder imports without the vector-store clients
+    (the GPU bench runs it on a machine that has none)."""
+    out = "".join(c if c.isascii() and c.isalnum() else "_" for c in text_key(model_key))
+    out = "_".join(filter(None, out.split("_")))
+    if not out:
+        raise ValueError(f"cannot derive a model slug from {model_key!r}")
+    return out
+
+
 def derived_track_id(artist_name: str, track_name: str) -> str:
     """Track id for rows without a MusicBrainz id: uuid5 over the normalized artist/title."""
     return _uuid5_url("lastfm:" + text_key(artist_name) + "\t" + text_key(track_name))

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from musicrec.embeddings.store import slug_of
+from musicrec.ids import slug_of  # not embeddings.store: that needs the vector-store clients
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from qdrant_client import QdrantClient, models
 
 from musicrec import registry
 from musicrec.catalog.listens import local_file
-from musicrec.ids import point_id, text_key
+from musicrec.ids import point_id, slug_of  # noqa: F401 - slug_of re-exported (it lives in ids)
 from musicrec.lake import storage
 from musicrec.lake.storage import LakePath
 from musicrec.vectors import milvus as mv
@@ -378,15 +378,6 @@ def delete_ids(milvus_client: MilvusClient | None, qdrant_client: QdrantClient |
 def active_model(db) -> dict[str, Any] | None:
     """The ``models`` document of the embedding model the alias serves."""
     return db["models"].find_one({"kind": MODEL_KIND, "status": "active"})
-
-
-def slug_of(model_key: str) -> str:
-    """A model slug usable in Milvus names (letters, digits, underscores)."""
-    out = "".join(c if c.isascii() and c.isalnum() else "_" for c in text_key(model_key))
-    out = "_".join(filter(None, out.split("_")))
-    if not out:
-        raise ValueError(f"cannot derive a model slug from {model_key!r}")
-    return out
 
 
 def _staging():
