@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -149,3 +150,18 @@ def test_embedding_and_milvus_form_fields_reach_the_hooks(monkeypatch):
         {"conn_type": "milvus", "password": "tok", "schema": "db1", "extra": _form_values("milvus")}))
     assert MilvusHook("milvus_form").client_kwargs() == {
         "uri": "form-value", "token": "tok", "db_name": "db1", "timeout": 1.5}
+
+
+def test_plugins_folder_loads_the_plugin_once_and_no_module_twice():
+    """The package is imported by name (entry point, DAGs); the plugins-folder loader must not import
+    its modules a second time as top-level ``milvus``, ``lake``, ``provider_info``... (plugins/.airflowignore)."""
+    from airflow._shared.plugins_manager.plugins_manager import _load_plugins_from_plugin_directory
+
+    folder = REPO / "plugins"
+    plugins, errors = _load_plugins_from_plugin_directory(str(folder))
+    assert errors == {}
+    assert [(p.name, str(p.source)) for p in plugins] == [("musicrec", "$PLUGINS_FOLDER/musicrec_airflow/plugin.py")]
+    stems = {p.stem for p in (folder / "musicrec_airflow").rglob("*.py")} - {"plugin"}
+    loaded_twice = sorted(s for s in stems
+                          if folder in Path(getattr(sys.modules.get(s), "__file__", None) or "/").parents)
+    assert loaded_twice == []
