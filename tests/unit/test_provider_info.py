@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 import tomllib
 from importlib import metadata
@@ -165,3 +166,10 @@ def test_plugins_folder_loads_the_plugin_once_and_no_module_twice():
     loaded_twice = sorted(s for s in stems
                           if folder in Path(getattr(sys.modules.get(s), "__file__", None) or "/").parents)
     assert loaded_twice == []
+
+
+def test_image_installs_the_distribution_with_its_entry_point():
+    """PYTHONPATH alone imports the code but declares no entry point: the image must pip-install the project."""
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    assert re.search(r"pip install [^\n]*--no-deps -e /opt/airflow\b", text)
+    assert ENTRY_POINT in text  # the build fails if the installed metadata lacks it
