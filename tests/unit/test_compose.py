@@ -496,7 +496,7 @@ def test_connections_point_at_the_stack(rendered):
     assert minio_init["LAKE_BUCKET"] == "datalake"
 
     lrclib = _connection("lrclib_default", env["AIRFLOW_CONN_LRCLIB_DEFAULT"])
-    assert (lrclib.conn_type, lrclib.host) == ("http", "https://lrclib.net")
+    assert (lrclib.conn_type, lrclib.host) == ("lrclib", "https://lrclib.net")
 
     milvus_env = services["milvus"]["environment"]
     assert milvus_env["MINIO_ADDRESS"] == "minio:9000"

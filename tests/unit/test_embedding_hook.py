@@ -28,7 +28,7 @@ def test_connection_bge_m3_path_and_clear_errors(monkeypatch, tmp_path):
     missing = tmp_path / "bge-m3-snapshot"
     monkeypatch.setenv(enc.BGE_M3_ENV, "")  # recorded, so what the hook sets is undone after the test
     monkeypatch.setenv("AIRFLOW_CONN_EMBEDDING_TEST", json.dumps(
-        {"conn_type": "embedding", "extra": {"model": "bge-m3", "device": "cpu", "bge_m3_path": str(missing)}}))
+        {"conn_type": "musicrec_embedding", "extra": {"model": "bge-m3", "device": "cpu", "bge_m3_path": str(missing)}}))
     hook = EmbeddingHook("embedding_test")
     ok, message = hook.test_connection()
     assert not ok and str(missing) in message and "nothing is downloaded" in message

@@ -30,7 +30,7 @@ def embedded_env(root: Path | None = None) -> dict[str, str]:
         "AIRFLOW_CONN_QDRANT_DEFAULT": json.dumps(
             {"conn_type": "qdrant", "extra": {"path": os.fspath(data / "qdrant")}}),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws"}),
-        "AIRFLOW_CONN_LRCLIB_DEFAULT": json.dumps({"conn_type": "http", "host": "https://lrclib.net"}),
+        "AIRFLOW_CONN_LRCLIB_DEFAULT": json.dumps({"conn_type": "lrclib", "host": "https://lrclib.net"}),
         "AIRFLOW_VAR_MUSICREC_LAKE_ROOT": (data / "lake").as_uri(),
         "AIRFLOW_VAR_MUSICREC_LISTENS_SOURCE_URL": (data / "sample" / "lastfm-dataset-1K.tar.gz").as_uri(),
         "AIRFLOW_VAR_MUSICREC_LRCLIB_DUMP": os.fspath(data / "sample" / "lrclib-dump.sqlite3"),

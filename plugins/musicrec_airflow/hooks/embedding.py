@@ -1,5 +1,6 @@
-"""Embedding hook in the providers' style: connection ``embedding_default`` (conn type ``embedding``,
-optional) over ``musicrec.embeddings.encoder``; the model is loaded once per process."""
+"""Embedding hook in the providers' style: connection ``embedding_default`` (conn type
+``musicrec_embedding``, optional; the form is declared in ``musicrec_airflow.provider_info``) over
+``musicrec.embeddings.encoder``; the model is loaded once per process."""
 
 from __future__ import annotations
 
@@ -18,16 +19,12 @@ class EmbeddingHook(BaseHook):
 
     conn_name_attr = "conn_id"
     default_conn_name = "embedding_default"
-    conn_type = "embedding"
+    conn_type = "musicrec_embedding"
     hook_name = "Text embeddings (local models)"
 
     def __init__(self, conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {"hidden_fields": ["host", "port", "login", "password", "schema"], "relabeling": {}}
 
     def settings(self) -> dict[str, Any]:
         try:

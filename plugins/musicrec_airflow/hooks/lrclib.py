@@ -1,4 +1,6 @@
-"""LRCLIB hook in the providers' style: ``lrclib_default`` (an http connection: host = the site)."""
+"""LRCLIB hook in the providers' style: ``lrclib_default`` (conn type ``lrclib``, host = the site; the
+form is declared in ``musicrec_airflow.provider_info``). Only the connection's fields are read, never its
+type, so a definition with the old type ``http`` works the same."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ class LrclibHook(BaseHook):
 
     conn_name_attr = "conn_id"
     default_conn_name = "lrclib_default"
-    conn_type = "http"
+    conn_type = "lrclib"
     hook_name = "LRCLIB"
 
     def __init__(self, conn_id: str = default_conn_name, **kwargs: Any) -> None:

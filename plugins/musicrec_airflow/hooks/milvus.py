@@ -1,4 +1,5 @@
-"""Milvus hook in the providers' style: conn type ``milvus`` (uri, token, db), cached client."""
+"""Milvus hook in the providers' style: conn type ``milvus`` (uri, token, db), cached client. The
+connection form is declared in ``musicrec_airflow.provider_info``."""
 
 from __future__ import annotations
 
@@ -23,10 +24,6 @@ class MilvusHook(BaseHook):
     def __init__(self, conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {"hidden_fields": ["login"], "relabeling": {"password": "Token", "schema": "Database"}}
 
     def client_kwargs(self) -> dict[str, Any]:
         conn = self.get_connection(self.conn_id)
