@@ -367,6 +367,7 @@ class LrclibServer:
         self._faults = faults or FaultPlan()
         self._rnd = random.Random(self._faults.seed)
         self._records: list[RequestRecord] = []
+        self._arrivals: list[float] = []  # every request's arrival, answered or not (a stalled one too)
         self._admitted: deque[float] = deque()
         self._sockets: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -447,9 +448,17 @@ class LrclibServer:
         with self._lock:
             return list(self._records)
 
+    @property
+    def arrivals(self) -> list[float]:
+        """``time.monotonic()`` at the arrival of every request, including those still stalled or
+        dropped at stop (:attr:`requests` has only the answered ones)."""
+        with self._lock:
+            return list(self._arrivals)
+
     def reset_log(self) -> None:
         with self._lock:
             self._records.clear()
+            self._arrivals.clear()
 
     # ----------------------------------------------------------------------------- for the handler
 
@@ -459,6 +468,7 @@ class LrclibServer:
     def _admit(self, t: float) -> tuple[str | None, FaultPlan]:
         """This request's fault (one RNG draw per request, in arrival order) and the plan it came from."""
         with self._lock:
+            self._arrivals.append(t)
             plan = self._faults
             fault = plan.draw(self._rnd)
             if self.max_rate_per_s is not None:
