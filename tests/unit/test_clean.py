@@ -4,7 +4,6 @@ import base64
 import gzip
 import io
 import tarfile
-
 from datetime import datetime
 
 import pyarrow.parquet as pq
@@ -16,8 +15,8 @@ from musicrec.lake.clean import (
     LASTFM_TS_FORMAT,
     REASONS,
     EventCleaner,
-    TooLongLine,
     QuarantineBuffer,
+    TooLongLine,
     clean_events,
     iter_blocks,
     open_archive_members,

@@ -34,13 +34,11 @@ import gzip
 import json
 import logging
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
@@ -49,6 +47,7 @@ import pyarrow.parquet as pq
 from pymongo.database import Database
 
 from musicrec import registry
+from musicrec import scratch as scratch_dirs
 from musicrec.ids import derived_track_id, id_problem
 from musicrec.lake import schema, storage
 from musicrec.lake.clean import (
@@ -60,7 +59,6 @@ from musicrec.lake.clean import (
     iter_blocks,
 )
 from musicrec.lake.storage import LakePath
-from musicrec.settings import staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +263,7 @@ def clean_files(root: LakePath, day: date, file_names: list[str], all_files: lis
         all_files = [name for chunk in plan_day(root, day) for name in chunk]
     order = {name: i for i, name in enumerate(sorted(set(all_files) | set(file_names)))}
     work = work_dir(root, day)
-    scratch = Path(tempfile.mkdtemp(prefix=f"daily-{day}-", dir=staging_dir()))
+    scratch = scratch_dirs.make("daily-clean-")  # sweeps daily-clean-* folders of killed runs
     totals: Counter[str] = Counter()
     try:
         for name in file_names:
@@ -319,7 +317,7 @@ def merge_day(root: LakePath, day: date, file_names: list[str], db: Database, ru
     duplicates = rows_in - rows.num_rows
     quarantine = pa.concat_tables(quarantined).sort_by([("source_file", "ascending"), ("line_no", "ascending")])
 
-    scratch = Path(tempfile.mkdtemp(prefix=f"daily-merge-{day}-", dir=staging_dir()))
+    scratch = scratch_dirs.make("daily-merge-")
     try:
         status = "loaded"
         if rows.num_rows:
