@@ -17,7 +17,7 @@ real answer after ``slow_s`` seconds) or ``truncated`` (status 200, ``applicatio
 half of the real body). ``max_rate_per_s`` makes the server itself answer 429 (``Retry-After: 1``,
 fault ``rate_limited``) to requests beyond that many admitted ones in any sliding 1 s window.
 
-Manual use: ``python -m tests.lrclib_server DUMP [--port P] [--rate-429 0.1 ...]`` (until Ctrl-C).
+Manual use: ``python -m tests.lrclib_server DUMP [--port P] [--rate-429 0.1 ...]`` (until Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import random
+import signal
 import socket
 import sqlite3
 import sys
@@ -367,6 +368,7 @@ class LrclibServer:
         self._faults = faults or FaultPlan()
         self._rnd = random.Random(self._faults.seed)
         self._records: list[RequestRecord] = []
+        self._arrivals: list[float] = []  # every request's arrival, answered or not (a stalled one too)
         self._admitted: deque[float] = deque()
         self._sockets: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -447,9 +449,17 @@ class LrclibServer:
         with self._lock:
             return list(self._records)
 
+    @property
+    def arrivals(self) -> list[float]:
+        """``time.monotonic()`` at the arrival of every request, including those still stalled or
+        dropped at stop (:attr:`requests` has only the answered ones)."""
+        with self._lock:
+            return list(self._arrivals)
+
     def reset_log(self) -> None:
         with self._lock:
             self._records.clear()
+            self._arrivals.clear()
 
     # ----------------------------------------------------------------------------- for the handler
 
@@ -459,6 +469,7 @@ class LrclibServer:
     def _admit(self, t: float) -> tuple[str | None, FaultPlan]:
         """This request's fault (one RNG draw per request, in arrival order) and the plan it came from."""
         with self._lock:
+            self._arrivals.append(t)
             plan = self._faults
             fault = plan.draw(self._rnd)
             if self.max_rate_per_s is not None:
@@ -497,15 +508,24 @@ def main(argv: list[str] | None = None) -> int:
     plan = FaultPlan(rate_429=args.rate_429, rate_500=args.rate_500, rate_503=args.rate_503,
                      rate_slow=args.rate_slow, rate_truncated=args.rate_truncated,
                      retry_after_s=args.retry_after, slow_s=args.slow_s, seed=args.seed)
-    with LrclibServer(args.dump, faults=plan, host=args.host, port=args.port,
-                      max_rate_per_s=args.max_rate) as server:
-        print(f"LRCLIB test server on {server.url} (dump {args.dump}); Ctrl-C stops it", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        n = len(server.requests)
+    # SIGINT/SIGTERM set an event that the main thread waits on in short steps. (It used to sleep
+    # 3600 s and rely on a KeyboardInterrupt: that exception can be raised anywhere, e.g. inside
+    # start() or print() before the try block, and a signal the kernel hands to a server thread
+    # only sets CPython's flag; the main thread runs the handler when it next wakes, which from an
+    # hour-long sleep is never.) The handlers are installed before the port is bound, so a client
+    # that got an answer can never signal a process that would still die of the default action.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with LrclibServer(args.dump, faults=plan, host=args.host, port=args.port,
+                          max_rate_per_s=args.max_rate) as server:
+            print(f"LRCLIB test server on {server.url} (dump {args.dump}); Ctrl-C stops it", flush=True)
+            while not stop.wait(0.2):
+                pass
+            n = len(server.requests)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"stopped after {n} requests", flush=True)
     return 0
 

@@ -471,3 +471,26 @@ def test_collection_of_another_dimension_is_flagged(lyrics_stores):
     assert [(a["store"], a["action"]) for a in plan["actions"]] == [(f"milvus:{name}", "flagged"),
                                                                     (f"qdrant:{name}", "flagged")]
     assert plan["after"]["total"] == 2 and milvus.has_collection(name)  # nothing dropped
+
+
+def test_audit_state_holds_exactly_the_findings_still_open_after_a_repair(stores):
+    """A repair that leaves 1 finding open leaves exactly 1 audit_state document (it used to keep
+    every repaired finding too); a repaired orphan that turns up again starts a fresh grace window."""
+    root, db, milvus, qdrant = stores
+    name = collection_name(VERSION)
+    want = inject(root, db, milvus, qdrant)
+    rel = "listens/date=2009-05-05/import-t.parquet"
+    (Path(root.path) / rel).unlink()  # no copy to restore it from: flagged, stays open
+    parts = audit_all(context(root, db, milvus, qdrant, "fix1"), repair=True, grace_minutes=0)
+    assert len(set().union(*(found(p) for p in parts))) >= len(want)
+    assert sum(plan["after"]["total"] for p in parts for plan in p["plans"]) == 1
+    docs = list(db[core.STATE].find())
+    assert [(d["key"], d["kind"]) for d in docs] == [(rel, "missing")]
+
+    # hours later, an orphan the repair deleted is written again: its grace window applies again
+    db[core.STATE].update_many({}, {"$set": {"first_seen": datetime.now(UTC) - timedelta(hours=5)}})
+    milvus.upsert(name, [{"track_id": "zz_orphan1", "embedding": [0.5] * DIM}])
+    later = run_scope("als", context(root, db, milvus, qdrant, "fix2"), repair=True, grace_minutes=60)
+    acts = {(a["store"], a["action"]): a["ids"] for plan in later["plans"] for a in plan.get("actions", [])}
+    assert acts.get((f"milvus:{name}", "kept_within_grace")) == ["zz_orphan1"]
+    assert milvus.get(name, ids=["zz_orphan1"])

@@ -174,3 +174,77 @@ def check_against_truth_api(db, truth) -> Counter:
         assert doc["lyrics"]["status"] == want and doc["lyrics"]["attempts"] == 1, (doc["_id"], want, doc["lyrics"])
         statuses[want] += 1
     return statuses
+
+
+def _songs(tiny_sample, n: int) -> list:
+    """Songs of the sample dump (found ones, so each needs one /search) plus misses."""
+    import sqlite3
+
+    from musicrec.lyrics.match import Song
+
+    con = sqlite3.connect(f"{tiny_sample.lrclib_dump.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT id, name, artist_name FROM tracks ORDER BY id LIMIT ?", (n,)).fetchall()
+    finally:
+        con.close()
+    return [Song(f"t{i}", name, artist) for i, name, artist in rows]
+
+
+def test_rate_holds_under_stalls_timeouts_and_429s_on_the_servers_clock(tiny_sample):
+    """Slow replies past the client's timeout hold the concurrency slots; 429s pause everyone.
+    Counted at the server (every arrival, answered or not): never more than rate_per_s requests in
+    any 1-second window and nothing during a Retry-After. (Taking the rate token before the slot
+    let tokens pile up behind the stalls and go out together: up to 9/s at rate 5.)"""
+    import asyncio
+
+    from musicrec.lyrics.api import LrclibApi
+
+    rate = 5
+    faults = FaultPlan(rate_429=0.1, retry_after_s=1, rate_slow=0.5, slow_s=2.5, seed=11)
+    songs = _songs(tiny_sample, 30)
+
+    async def go(url):
+        async with LrclibApi(url, rate_per_s=rate, concurrency=2, timeout_s=1.0, tries=3, backoff_s=0.05) as api:
+            return await asyncio.gather(*(api.lookup(s) for s in songs))
+
+    with LrclibServer(tiny_sample.lrclib_dump, faults=faults) as server:
+        outcomes = asyncio.run(go(server.url))
+        arrivals = server.arrivals
+        records = server.requests
+    assert len(outcomes) == len(songs)
+    faults_seen = Counter(r.fault for r in records if r.fault)
+    assert faults_seen["slow"] and faults_seen["429"], faults_seen
+    assert len(arrivals) >= len(songs)
+    assert observed_max_rate(arrivals) <= rate, observed_max_rate(arrivals)
+    for hit in (r for r in records if r.fault == "429"):
+        during = [t for t in arrivals if hit.t < t < hit.t + faults.retry_after_s]
+        assert not during, f"{len(during)} request(s) arrived during a Retry-After"
+
+
+def test_an_oversized_response_body_is_an_error_outcome_not_a_crash():
+    import asyncio
+
+    import httpx
+
+    from musicrec.lyrics.api import LrclibApi
+    from musicrec.lyrics.match import Song
+
+    sent = []
+
+    async def huge():
+        for _ in range(64):  # 64 MiB if read to the end
+            sent.append(1)
+            yield b"[" + b" " * (1024 * 1024 - 1)
+
+    def handler(request):
+        return httpx.Response(200, content=huge(), headers={"Content-Type": "application/json"})
+
+    async def go():
+        async with LrclibApi("http://lrclib.invalid/api", rate_per_s=0, transport=httpx.MockTransport(handler),
+                             max_body_bytes=2 * 1024 * 1024) as api:
+            return await api.lookup(Song("t1", "Title", "Artist"))
+
+    outcome = asyncio.run(go())
+    assert outcome.status == "error"
+    assert "limit" in outcome.error and "bytes" in outcome.error
+    assert len(sent) <= 4  # stopped reading shortly after the limit

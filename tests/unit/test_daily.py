@@ -59,6 +59,14 @@ def test_clean_normalizes_like_the_import():
     ("wrong_date", _ev(ts="2009-05-06T00:00:00Z")),
     ("empty_track", _ev(track_name="")),
     ("bad_action", _ev(action="pause")),
+    ("bad_user_id", _ev(user_id="u" * 65)),
+    ("bad_user_id", _ev(user_id="user\u0000nul")),
+    ("bad_track_id", _ev(track_id="t" * 65)),  # an app event's track id over Milvus' VARCHAR(64)
+    ("bad_track_id", _ev(track_id="\u00e9" * 33)),  # 33 characters, 66 UTF-8 bytes
+    ("bad_artist_id", _ev(artist_id="a\nb")),
+    ("line_too_long", _ev(album="x" * 70_000)),
+    ("bad_timestamp", _ev(ts="2009-02-30T10:00:00Z")),
+    ("bad_timestamp", _ev(ts=10**20)),  # epoch ms past year 9999
 ])
 def test_each_bad_line_is_quarantined_with_its_reason(reason, line):
     rows, quarantine, stats = _clean([_ev(), line, _ev(user_id="user_000009")])
@@ -155,3 +163,74 @@ def test_simulated_days_match_the_samples_own_landing_days(tmp_path, tiny_sample
     assert (tmp_path / "landing" / name).read_bytes() == (tiny_sample.landing_dir / name).read_bytes()
     more = simulate(2, tmp_path / "more", preset="tiny", seed=7)
     assert more.dates == ["2009-05-08", "2009-05-09"] and more.events > 0
+
+
+def _iso_matrix() -> list[str]:
+    out = []
+    for year in (1900, 2000, 2008, 2009):
+        for month in range(1, 13):
+            for day in (28, 29, 30, 31, 32):
+                out.append(f"{year:04d}-{month:02d}-{day:02d}T12:00:00")
+    times = ["24:00:00", "23:59:60", "23:59:61", "23:60:00", "12:00:00Z", "12:00:00+01:00", "12:00:00-05:30",
+             "12:00:00-0530", "12:00:00+0100", "12:00:00.123Z", "12:00:00+24:00", "12:00:00+23:59", "12:00"]
+    out += [f"2009-05-05T{t}" for t in times] + ["2009-05-05", "2009-5-5T12:00:00", "0000-05-05T12:00:00"]
+    return out
+
+
+def _oracle_iso(value: str):
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+@pytest.mark.parametrize("value", _iso_matrix())
+def test_iso_timestamps_follow_the_calendar_with_python_datetime_as_the_oracle(value):
+    want = _oracle_iso(value)
+    day = want.date() if want is not None else D
+    rows, quarantine, _ = _clean([_ev(ts=value)], day)
+    if want is None:
+        assert quarantine.to_pylist()[0]["reason"] == "bad_timestamp"
+    else:
+        assert rows.num_rows == 1, quarantine.to_pylist()
+        assert rows.to_pylist()[0]["ts"] == want.replace(microsecond=want.microsecond // 1000 * 1000)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1241481600000, 1241567999999, 253402300799999, 253402300800000,
+                                   -62135596800000, -62135596800001, 10**19, -(10**19), "1241481600000",
+                                   1241481600000.5, float("inf")])
+def test_epoch_millisecond_timestamps_are_exact_and_bounded(value):
+    from datetime import timedelta
+
+    try:
+        want = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=float(value) if isinstance(value, float)
+                                                             else int(value))
+    except OverflowError:
+        want = None
+    day = want.date() if want is not None else D
+    rows, quarantine, _ = _clean([_ev(ts=value)], day)
+    if want is None:
+        assert quarantine.to_pylist()[0]["reason"] == "bad_timestamp"
+    else:
+        assert rows.num_rows == 1, quarantine.to_pylist()
+        assert rows.to_pylist()[0]["ts"] == want.replace(microsecond=want.microsecond // 1000 * 1000)
+
+
+def test_a_line_longer_than_the_limit_is_never_read_whole():
+    import io
+
+    class Reads(io.BytesIO):
+        def read(self, size=-1):
+            assert size is not None and size > 0
+            return super().read(size)
+
+        def __iter__(self):  # the old line iterator reads a whole line, however long
+            raise AssertionError("unbounded line read")
+
+    data = b"\n".join([_ev(), b"{" + b" " * 200_000 + b"}", _ev(user_id="user_000002")]) + b"\n"
+    rows, quarantine, stats = daily.clean_stream(Reads(data), D, file_no=0, source_file="f.jsonl",
+                                                 max_line_bytes=1000)
+    assert rows.num_rows == 2 and stats.quarantined == {"line_too_long": 1}
+    q = quarantine.to_pylist()[0]
+    assert q["line_no"] == 2 and len(q["line"]) <= 1024

@@ -20,6 +20,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -227,11 +228,17 @@ def _compare(plan: ScopePlan, ctx: AuditContext, findings: FindingLog) -> dict[s
 
 def track(db: Database, ctx: AuditContext, plan: ScopePlan, findings: FindingLog) -> None:
     """Record every open finding in ``audit_state`` (``first_seen`` kept across runs via ``$min``,
-    ``last_seen`` = this run) and forget this scope's findings that are gone. ``first_seen`` is what
+    ``last_seen`` = this run) and forget this scope's findings that are gone: afterwards the scope's
+    documents are exactly ``findings`` (a repaired finding's state is removed, so an id that turns
+    up again later starts a fresh grace window). ``first_seen`` is what
     ages an orphan: vector stores keep no insert time, so the audit remembers when it first saw it
     (the lake's own mtime is used when older, see :class:`Target` ``ages``)."""
     coll = db[STATE]
     now = ctx.started
+    # Each call marks what it saw with its own token and then drops this scope's documents without
+    # it. (Dropping by ``last_seen < run start`` kept every finding that the first audit of a run
+    # recorded and its repair then fixed: the re-audit of the same run has the same start time.)
+    sighting = uuid.uuid4().hex
     targets = {t.store: t for t in plan.targets}
     stores = {s for s, _ in findings.counts} | set(targets)
     for store in stores:
@@ -243,10 +250,10 @@ def track(db: Database, ctx: AuditContext, plan: ScopePlan, findings: FindingLog
                 first = min(now, ages.get(f.id, now))
                 ops.append(UpdateOne({"_id": f"{plan.scope}|{store}|{f.id}"},
                                      {"$set": {"scope": plan.scope, "store": store, "key": f.id, "kind": f.kind,
-                                               "last_seen": now, "run_id": ctx.run_id},
+                                               "last_seen": now, "run_id": ctx.run_id, "sighting": sighting},
                                       "$min": {"first_seen": first}}, upsert=True))
             coll.bulk_write(ops, ordered=False)
-        coll.delete_many({"scope": plan.scope, "store": store, "last_seen": {"$lt": now}})
+        coll.delete_many({"scope": plan.scope, "store": store, "sighting": {"$ne": sighting}})
     coll.delete_many({"scope": plan.scope, "store": {"$nin": sorted(stores)}})
 
 

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import xxhash
 
+from musicrec import scratch as scratch_dirs
+
 DEFAULT_BITS = 16  # 65,536 buckets: ~15 ids a bucket at 1M ids, ~1,500 at 100M
 DEFAULT_PARTITIONS = 64
 FLUSH_ROWS = 50_000
@@ -66,7 +68,7 @@ class Side:
         self._shift = 64 - bits
         self._pshift = bits - partitions.bit_length() + 1
         self._flush_rows = flush_rows
-        self._dir = Path(tempfile.mkdtemp(prefix="audit-spill-", dir=spill_dir))
+        self._dir = scratch_dirs.make("audit-spill-", Path(spill_dir or tempfile.gettempdir()))  # sweeps killed runs' spills
         self._width = (bits + 3) // 4
         self._buffers: list[list[str]] = [[] for _ in range(partitions)]
         self._pending = 0

@@ -30,8 +30,10 @@ from typing import Any
 import duckdb
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 
 from musicrec.catalog import listens
+from musicrec.ids import id_problem
 from musicrec.lake.storage import LakePath
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class SyncResult:
     users: int = 0
     users_inserted: int = 0
     users_updated: int = 0
+    skipped_bad_ids: int = 0  # lake rows whose id a store cannot hold (lakes cleaned before the check)
+    write_errors: int = 0  # single documents the server refused; the rest of their batch was written
     seconds: float = 0.0
     inputs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -128,6 +132,10 @@ def _song_ops(rows: list[dict[str, Any]], existing: dict[str, dict[str, Any]], a
     anchor_n = _naive(anchor)
     for row in rows:
         tid = row["track_id"]
+        if id_problem(tid):
+            log.warning("catalog sync: skipping track id %.80r: %s", tid, id_problem(tid))
+            result.skipped_bad_ids += 1
+            continue
         cur = existing.get(tid)
         desired = {k: row[k] for k in SONG_FIELDS}
         desired["duration_s"] = None if desired["duration_s"] is None else float(desired["duration_s"])
@@ -160,9 +168,24 @@ def _song_ops(rows: list[dict[str, Any]], existing: dict[str, dict[str, Any]], a
     return ops
 
 
-def _write(db: Database, coll: str, ops: list[UpdateOne], batch_size: int) -> None:
+def _write(db: Database, coll: str, ops: list[UpdateOne], batch_size: int, result: SyncResult | None = None
+           ) -> None:
+    """Unordered bulk writes: a document the server refuses is logged and counted, and never
+    fails the rest of its batch (the others are applied by then) or the sync. A write-concern
+    error or a lost connection still raises: those are not about one row."""
     for start in range(0, len(ops), batch_size):
-        db[coll].bulk_write(ops[start:start + batch_size], ordered=False)
+        try:
+            db[coll].bulk_write(ops[start:start + batch_size], ordered=False)
+        except BulkWriteError as exc:
+            details = exc.details or {}
+            errors = details.get("writeErrors") or []
+            if details.get("writeConcernErrors") or not errors:
+                raise
+            for err in errors[:5]:
+                op = ops[start + int(err.get("index", 0))]
+                log.warning("catalog sync: %s refused %.80r: %s", coll, op._filter.get("_id"), err.get("errmsg"))
+            if result is not None:
+                result.write_errors += len(errors)
 
 
 def sync_songs(db: Database, con: duckdb.DuckDBPyConnection, anchor: datetime, trending_days: int,
@@ -173,7 +196,7 @@ def sync_songs(db: Database, con: duckdb.DuckDBPyConnection, anchor: datetime, t
     for rows in _batches(con, "SELECT * FROM song_stats ORDER BY track_id", IN_CHUNK):
         ids = [r["track_id"] for r in rows]
         existing = {d["_id"]: d for d in db[SONGS].find({"_id": {"$in": ids}}, projection)}
-        _write(db, SONGS, _song_ops(rows, existing, anchor, now, force, result), batch_size)
+        _write(db, SONGS, _song_ops(rows, existing, anchor, now, force, result), batch_size, result)
         result.songs += len(rows)
     _zero_songs_without_plays(db, con, anchor, now, force, result, batch_size)
 
@@ -197,7 +220,7 @@ def _zero_songs_without_plays(db: Database, con: duckdb.DuckDBPyConnection, anch
                                                  "catalog_as_of": _naive(anchor), "updated_at": now}})
                for tid in chunk if tid not in known]
         result.songs_zeroed += len(ops)
-        _write(db, SONGS, ops, batch_size)
+        _write(db, SONGS, ops, batch_size, result)
         chunk.clear()
 
     for doc in cursor:
@@ -233,6 +256,10 @@ def sync_users(db: Database, con: duckdb.DuckDBPyConnection, profiles_file: str 
         existing = {d["_id"]: d for d in db[USERS].find({"_id": {"$in": [r["user_id"] for r in rows]}}, projection)}
         ops = []
         for row in rows:
+            if id_problem(row["user_id"]):
+                log.warning("catalog sync: skipping user id %.80r: %s", row["user_id"], id_problem(row["user_id"]))
+                result.skipped_bad_ids += 1
+                continue
             cur = existing.get(row["user_id"])
             desired: dict[str, Any] = {}
             if row["has_profile"]:
@@ -255,7 +282,7 @@ def sync_users(db: Database, con: duckdb.DuckDBPyConnection, profiles_file: str 
                     result.users_inserted += 1
                 else:
                     result.users_updated += 1
-        _write(db, USERS, ops, batch_size)
+        _write(db, USERS, ops, batch_size, result)
         result.users += len(rows)
 
 

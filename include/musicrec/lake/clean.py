@@ -6,7 +6,19 @@ row (staged Parquet, with its line number), or a quarantine record with its reas
 Exact duplicate events are dropped later, globally, by :mod:`musicrec.lake.partition`.
 
 Quarantine reasons, in precedence order (a line gets the first that applies):
-``invalid_utf8`` > ``column_count`` > ``empty_user`` > ``bad_timestamp`` > ``empty_track``.
+``line_too_long`` > ``invalid_utf8`` > ``column_count`` > ``empty_user`` > ``bad_user_id`` >
+``bad_timestamp`` > ``empty_track`` > ``bad_track_id`` > ``bad_artist_id``.
+
+* ``line_too_long``: over ``max_line_bytes`` (64 KiB); only its first 1 KiB is kept, and a line
+  longer than a read block is skipped chunk by chunk, never held whole in memory.
+* ``bad_*_id``: an id that a store cannot hold (:func:`musicrec.ids.id_problem`: over 64 UTF-8
+  bytes, Milvus' VARCHAR(64) key, or a control character). The track id checked is the TSV's
+  MBID column; ids derived from artist and title are always 36 characters.
+* ``bad_timestamp``: not in the format, or not a real instant by calendar rules (a day past the
+  end of its month, Feb 29 of a non-leap year, hour 24, a leap second :60, year 0). Arrow's
+  ``strptime`` accepts some of these and shifts them (2009-02-30 becomes 2009-03-02), so each
+  parsed value's fields are compared with the digits of the text, vectorised; the rare line
+  that is not fixed-width or does not compare equal is decided by Python's ``datetime.strptime``.
 """
 
 from __future__ import annotations
@@ -29,16 +41,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from musicrec.ids import derived_track_id
+from musicrec.ids import bad_ids, derived_track_id, id_problem, may_hold_control_chars
 from musicrec.lake import schema
 
 log = logging.getLogger(__name__)
 
-REASONS = ("invalid_utf8", "column_count", "empty_user", "bad_timestamp", "empty_track")
+REASONS = ("line_too_long", "invalid_utf8", "column_count", "empty_user", "bad_user_id", "bad_timestamp",
+           "empty_track", "bad_track_id", "bad_artist_id")
 EVENTS_MEMBER = "userid-timestamp-artid-artname-traid-traname.tsv"
 PROFILES_MEMBER = "userid-profile.tsv"
 LASTFM_TS_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 BLOCK_BYTES = 16 * 1024 * 1024
+MAX_LINE_BYTES = 64 * 1024  # a Last.fm line is ~200 bytes; anything near this is not an event
+KEPT_PREFIX_BYTES = 1024  # what the quarantine keeps of a line_too_long
+_TS_WIDTH = 20  # len("2009-05-04T23:08:57Z")
+
+
+@dataclass(frozen=True)
+class TooLongLine:
+    """A line over the limit that :func:`iter_blocks` skipped: its first bytes only."""
+
+    prefix: bytes
 
 
 @dataclass
@@ -122,8 +145,9 @@ def _null_if_empty(arr: pa.Array) -> pa.Array:
 class EventCleaner:
     """Cleans blocks of lines into staged Arrow tables plus quarantine records."""
 
-    def __init__(self, source: str, quarantine: QuarantineBuffer) -> None:
+    def __init__(self, source: str, quarantine: QuarantineBuffer, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.source = source
+        self.max_line_bytes = max_line_bytes
         self.quarantine = quarantine
         self.track_ids = _TrackIdCache()
         self.stats = CleanStats()
@@ -138,12 +162,18 @@ class EventCleaner:
         offsets[0], offsets[1:-1], offsets[-1] = 0, newlines + 1, len(block)
         lines = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(block)])
         line_nos = np.arange(first_line_no, first_line_no + n, dtype=np.int64)
-        bad = _invalid_utf8_lines(block, offsets)
+        long_lines = np.flatnonzero(np.diff(offsets) > self.max_line_bytes + 1)  # + its newline
+        bad = sorted(set(long_lines.tolist()) | set(_invalid_utf8_lines(block, offsets)))
         if bad:
             ok = np.ones(n, dtype=bool)
             ok[bad] = False
+            too_long = set(long_lines.tolist())
             for i in bad:
-                self._reject(block[offsets[i] : offsets[i + 1]].rstrip(b"\n"), "invalid_utf8", int(line_nos[i]))
+                if i in too_long:
+                    self.reject_too_long(block[offsets[i] : offsets[i] + KEPT_PREFIX_BYTES], int(line_nos[i]))
+                else:
+                    self._reject(block[offsets[i] : offsets[i + 1]].rstrip(b"\n"), "invalid_utf8",
+                                 int(line_nos[i]))
             lines, line_nos = lines.filter(pa.array(ok)), line_nos[ok]
         if len(lines) == 0:
             return None
@@ -158,26 +188,35 @@ class EventCleaner:
             return None
         cols = [pc.list_element(fields, i) for i in range(6)]
         user = pc.utf8_trim_whitespace(cols[0])
-        ts_s = pc.strptime(pc.utf8_trim_whitespace(cols[1]), format=LASTFM_TS_FORMAT, unit="s", error_is_null=True)
+        ts_text = pc.utf8_trim_whitespace(cols[1])
+        ts_s = pc.strptime(ts_text, format=LASTFM_TS_FORMAT, unit="s", error_is_null=True)
         artist_mbid = pc.utf8_trim_whitespace(cols[2])
         artist = pc.utf8_trim_whitespace(cols[3])
         track_mbid = pc.utf8_trim_whitespace(cols[4])
         title = pc.utf8_trim_whitespace(cols[5])
 
+        chars = may_hold_control_chars(block)  # the id regex runs only on blocks that may need it
         empty_user = pc.equal(user, "").to_numpy(zero_copy_only=False)
-        bad_ts = pc.is_null(ts_s).to_numpy(zero_copy_only=False)
+        bad_ts = pc.is_null(ts_s).to_numpy(zero_copy_only=False) | not_calendar_exact(ts_text, ts_s)
         empty_track = pc.and_(pc.equal(title, ""), pc.equal(track_mbid, "")).to_numpy(zero_copy_only=False)
         reason = np.full(len(user), "", dtype=object)
+        reason[bad_ids(artist_mbid, chars)] = "bad_artist_id"
+        reason[bad_ids(track_mbid, chars)] = "bad_track_id"
         reason[empty_track] = "empty_track"
         reason[bad_ts] = "bad_timestamp"
+        reason[bad_ids(user, chars)] = "bad_user_id"
         reason[empty_user] = "empty_user"
         bad = reason != ""
         if bad.any():
             bad_idx = np.flatnonzero(bad)
-            ts_py = ts_s.take(pa.array(bad_idx)).to_pylist()  # only the rejected rows' timestamps
-            for i, t in zip(bad_idx, ts_py, strict=True):
-                day = t.date().isoformat() if isinstance(t, datetime) else "unknown"
-                self._reject(text[int(i)].as_py(), str(reason[i]), int(line_nos[i]), day)
+            # the rejected rows' dates; a bad timestamp's parsed value may be a shifted (or year 0)
+            # day, so its date is unknown
+            dated = bad_idx[~bad_ts[bad_idx]]
+            days = dict(zip(dated.tolist(), ts_s.take(pa.array(dated)).cast(pa.date32()).to_pylist(), strict=True))
+            for i in bad_idx:
+                day = days.get(int(i))
+                self._reject(text[int(i)].as_py(), str(reason[i]), int(line_nos[i]),
+                             day.isoformat() if day is not None else "unknown")
             keep = pa.array(~bad)
             user, ts_s, artist_mbid, artist, track_mbid, title = (
                 c.filter(keep) for c in (user, ts_s, artist_mbid, artist, track_mbid, title)
@@ -213,9 +252,66 @@ class EventCleaner:
         self.stats.clean += n_ok
         return table.cast(schema.STAGED)
 
+    def reject_too_long(self, prefix: bytes, line_no: int) -> None:
+        """Quarantine a line over ``max_line_bytes`` by its first bytes (the rest is not kept)."""
+        self._reject(prefix[:KEPT_PREFIX_BYTES], "line_too_long", line_no)
+
     def _reject(self, raw: bytes | str, reason: str, line_no: int, day: str = "unknown") -> None:
         self.stats.quarantined[reason] += 1
         self.quarantine.add(raw, reason, line_no, day)
+
+
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_YEAR_1 = -62135596800  # 0001-01-01T00:00:00Z in epoch seconds
+
+
+def not_calendar_exact(text: pa.Array, ts: pa.Array) -> np.ndarray:
+    """True where ``ts`` (``strptime(text)``, unit s) is not exactly what ``text`` says.
+
+    Arrow's ``strptime`` rejects a month of 13, a day of 0 or 32, hour 24 or minute 60, but
+    normalises a day past the end of its month (2009-02-30 becomes 2009-03-02) and a leap second
+    (23:59:60 becomes the next day's 00:00:00), and takes year 0. So for the fixed-width text
+    (``YYYY-MM-DDTHH:MM:SSZ``) the day digits are checked against the month's length (leap years
+    by the Gregorian rule) and the second digits against 59, with numpy over the array's own
+    buffers; rows that are not fixed-width (``2009-5-4T3:08:57Z``) or look wrong are decided by
+    Python's ``datetime.strptime``. Null timestamps are False here (the caller rejects them)."""
+    n = len(text)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    parsed = pc.is_valid(ts).to_numpy(zero_copy_only=False)
+    secs = pc.fill_null(ts.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
+    data_buf = text.buffers()[2]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    exact = (np.diff(offsets) == _TS_WIDTH) & parsed & (secs >= _YEAR_1)
+    rows = np.flatnonzero(exact)
+    if rows.size:
+        o = offsets[rows].astype(np.int64)
+
+        def num(pos: int, width: int, at: np.ndarray) -> np.ndarray:
+            value = np.zeros(len(at), dtype=np.int64)
+            for k in range(width):
+                value = value * 10 + (data[at + pos + k].astype(np.int64) - 48)
+            return value
+
+        day, second = num(8, 2, o), num(17, 2, o)
+        late = np.flatnonzero(day > 28)  # only these can run past the end of their month
+        ok = second <= 59
+        if late.size:
+            year, month = num(0, 4, o[late]), num(5, 2, o[late])
+            leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+            month_days = _DAYS_IN_MONTH[np.clip(month, 0, 12)] + ((month == 2) & leap)
+            ok[late] &= day[late] <= month_days
+        exact[rows] = ok
+    suspect = np.flatnonzero(parsed & ~exact)
+    for i in suspect:  # rare: Python decides
+        try:
+            want = datetime.strptime(text[int(i)].as_py(), LASTFM_TS_FORMAT)
+        except ValueError:
+            continue
+        if (want - datetime(1970, 1, 1)).total_seconds() == secs[i]:
+            exact[i] = True
+    return parsed & ~exact
 
 
 def _invalid_utf8_lines(block: bytes, offsets: np.ndarray) -> list[int]:
@@ -234,22 +330,43 @@ def _invalid_utf8_lines(block: bytes, offsets: np.ndarray) -> list[int]:
     return bad
 
 
-def iter_blocks(stream: IO[bytes], block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[bytes, int]]:
-    """Yield (block of whole lines without the final newline, first line number [1-based])."""
+def iter_blocks(stream: IO[bytes], block_bytes: int = BLOCK_BYTES, max_line_bytes: int = MAX_LINE_BYTES
+                ) -> Iterator[tuple[bytes | TooLongLine, int]]:
+    """Yield (block of whole lines without the final newline, first line number [1-based]).
+
+    A line that grows past ``max_line_bytes`` without a newline is yielded as a
+    :class:`TooLongLine` with its line number, and the rest of it is read and dropped block by
+    block: memory stays bounded by ``block_bytes + max_line_bytes`` whatever the input. (A long
+    line that still fits into one block comes out inside the block; the cleaner checks lengths.)
+    """
     line_no = 1
     carry = b""
+    skipping = False
     while True:
         chunk = stream.read(block_bytes)
         if not chunk:
             break
+        if skipping:
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                continue
+            skipping = False
+            line_no += 1
+            chunk = chunk[cut + 1 :]
         data = carry + chunk
         cut = data.rfind(b"\n")
         if cut < 0:
             carry = data
+            if len(carry) > max_line_bytes:
+                yield TooLongLine(carry[:KEPT_PREFIX_BYTES]), line_no
+                carry, skipping = b"", True
             continue
         block, carry = data[:cut], data[cut + 1 :]
         yield block, line_no
         line_no += block.count(b"\n") + 1
+        if len(carry) > max_line_bytes:
+            yield TooLongLine(carry[:KEPT_PREFIX_BYTES]), line_no
+            carry, skipping = b"", True
     if carry:
         yield carry, line_no
 
@@ -263,17 +380,22 @@ def clean_events(
     quarantine: QuarantineBuffer,
     rows_per_part: int = 2_000_000,
     block_bytes: int = BLOCK_BYTES,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> CleanStats:
     """Clean an events TSV stream into ``out_dir/part-NNNNN.parquet`` (staged schema)."""
     started = time.monotonic()
-    cleaner = EventCleaner(source, quarantine)
+    cleaner = EventCleaner(source, quarantine, max_line_bytes)
     stats = cleaner.stats
     out_dir.mkdir(parents=True, exist_ok=True)
     writer: pq.ParquetWriter | None = None
     rows_in_part = 0
     last_log = started
     try:
-        for block, first in iter_blocks(stream, block_bytes):
+        for block, first in iter_blocks(stream, block_bytes, max_line_bytes):
+            if isinstance(block, TooLongLine):
+                stats.lines += 1
+                cleaner.reject_too_long(block.prefix, first)
+                continue
             table = cleaner.clean_block(block, first)
             if table is None:
                 continue
@@ -315,6 +437,9 @@ def parse_profiles(stream: IO[bytes], quarantine: QuarantineBuffer) -> pa.Table:
             quarantine.add(line, "column_count" if len(parts) != 5 else "empty_user", line_no)
             continue
         user, gender, age, country, registered = (p.strip() for p in parts)
+        if id_problem(user):
+            quarantine.add(line, "bad_user_id", line_no)
+            continue
         cols["user_id"].append(user)
         cols["gender"].append(gender or None)
         cols["age"].append(int(age) if age.isdigit() else None)

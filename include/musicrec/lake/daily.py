@@ -16,9 +16,16 @@ Steps (each idempotent, each retry-safe):
 :func:`process_day` runs the three in one process (tests, benchmarks, scripts).
 
 Landing lines are JSON objects (design §4). Quarantine reasons, first that applies:
-``invalid_utf8`` > ``invalid_json`` > ``empty_user`` > ``bad_timestamp`` > ``wrong_date``
-(an event outside day D) > ``empty_track`` > ``bad_action``. Blank lines carry no event and are
-only counted.
+``line_too_long`` > ``invalid_utf8`` > ``invalid_json`` > ``empty_user`` > ``bad_user_id`` >
+``bad_timestamp`` > ``wrong_date`` (an event outside day D) > ``empty_track`` > ``bad_track_id`` >
+``bad_artist_id`` > ``bad_action``. Blank lines carry no event and are only counted.
+
+The rules are the import's (:mod:`musicrec.lake.clean`): lines are read in bounded blocks (a line
+over 64 KiB is quarantined by its first 1 KiB); ids a store cannot hold
+(:func:`musicrec.ids.id_problem`) are quarantined; ``ts`` is an ISO-8601 string checked by
+calendar rules (``datetime.fromisoformat``: no Feb 30, no 24:00, no leap second; an offset is
+converted to UTC, none means UTC) or epoch milliseconds (an integer, or a string of digits),
+converted exactly; a value outside years 1..9999 is ``bad_timestamp``.
 """
 
 from __future__ import annotations
@@ -27,12 +34,11 @@ import gzip
 import json
 import logging
 import shutil
-import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any
 
 import pyarrow as pa
@@ -41,19 +47,27 @@ import pyarrow.parquet as pq
 from pymongo.database import Database
 
 from musicrec import registry
-from musicrec.ids import derived_track_id
+from musicrec import scratch as scratch_dirs
+from musicrec.ids import derived_track_id, id_problem
 from musicrec.lake import schema, storage
-from musicrec.lake.clean import QuarantineBuffer
+from musicrec.lake.clean import (
+    BLOCK_BYTES,
+    KEPT_PREFIX_BYTES,
+    MAX_LINE_BYTES,
+    QuarantineBuffer,
+    TooLongLine,
+    iter_blocks,
+)
 from musicrec.lake.storage import LakePath
-from musicrec.settings import staging_dir
 
 log = logging.getLogger(__name__)
 
 PRODUCER = "daily"
 DATASET = "landing"
 FILE_NAME = "daily.parquet"
-REASONS = ("invalid_utf8", "invalid_json", "empty_user", "bad_timestamp", "wrong_date", "empty_track",
-           "bad_action")
+REASONS = ("line_too_long", "invalid_utf8", "invalid_json", "empty_user", "bad_user_id", "bad_timestamp",
+           "wrong_date", "empty_track", "bad_track_id", "bad_artist_id", "bad_action")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".ndjson.gz")
 STAGED_SCHEMA = schema.LISTENS.append(pa.field("file_no", pa.int32(), nullable=False)).append(
     pa.field("line_no", pa.int64(), nullable=False))
@@ -115,12 +129,14 @@ def _parse_ts(value: Any) -> datetime | None:
     try:
         if isinstance(value, bool):
             return None
-        if isinstance(value, (int, float)):
-            return datetime.fromtimestamp(value / 1000, UTC)
+        if isinstance(value, int):
+            return EPOCH + timedelta(milliseconds=value)  # exact; no float rounding of large values
+        if isinstance(value, float):
+            return EPOCH + timedelta(milliseconds=value) if value == value else None
         if isinstance(value, str) and value.strip():
             text = value.strip()
-            if text.lstrip("-").isdigit():
-                return datetime.fromtimestamp(int(text) / 1000, UTC)
+            if text.lstrip("-").isdigit() and text.isascii():
+                return EPOCH + timedelta(milliseconds=int(text))
             ts = datetime.fromisoformat(text)
             return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
     except (ValueError, OverflowError, OSError):
@@ -145,15 +161,33 @@ def _optional_float(value: Any) -> float | None:
     return float(value) if value == value and abs(value) != float("inf") else None
 
 
-def clean_stream(stream: IO[bytes], day: date, *, file_no: int, source_file: str
-                 ) -> tuple[pa.Table, pa.Table, FileStats]:
+def _lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, line without its newline, too long?) in bounded reads: a line over the limit
+    is cut to its first bytes and the rest is skipped, never held whole."""
+    for block, first in iter_blocks(stream, BLOCK_BYTES, max_line_bytes):
+        if isinstance(block, TooLongLine):
+            yield first, block.prefix, True
+            continue
+        for line_no, raw in enumerate(block.split(b"\n"), start=first):
+            if len(raw) > max_line_bytes:
+                yield line_no, raw[:KEPT_PREFIX_BYTES], True
+            else:
+                yield line_no, raw, False
+
+
+def clean_stream(stream: IO[bytes], day: date, *, file_no: int, source_file: str,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> tuple[pa.Table, pa.Table, FileStats]:
     """Clean one landing file's lines: (staged rows, quarantine records, stats)."""
     stats = FileStats(file=source_file)
     quarantine = QuarantineBuffer(source_file)
     cols: dict[str, list[Any]] = {n: [] for n in STAGED_SCHEMA.names}
     ids: dict[tuple[str, str], str] = {}
-    for line_no, raw in enumerate(stream, start=1):
+    for line_no, raw, too_long in _lines(stream, max_line_bytes):
         stats.lines += 1
+        if too_long:
+            stats.quarantined["line_too_long"] += 1
+            quarantine.add(raw, "line_too_long", line_no, day.isoformat())
+            continue
         raw = raw.rstrip(b"\r\n")
         if not raw.strip():
             stats.blank += 1
@@ -184,6 +218,8 @@ def _clean_line(raw: bytes, day: date, ids: dict[tuple[str, str], str]) -> tuple
     user = _text(obj, "user_id")
     if not user:
         return "empty_user", {}
+    if id_problem(user):
+        return "bad_user_id", {}
     ts = _parse_ts(obj.get("ts"))
     if ts is None:
         return "bad_timestamp", {}
@@ -192,13 +228,18 @@ def _clean_line(raw: bytes, day: date, ids: dict[tuple[str, str], str]) -> tuple
     artist, title, mbid = _text(obj, "artist_name"), _text(obj, "track_name"), _text(obj, "track_id")
     if not title and not mbid:
         return "empty_track", {}
+    if mbid and id_problem(mbid):
+        return "bad_track_id", {}
+    artist_id = _optional_text(obj, "artist_id")
+    if artist_id and id_problem(artist_id):
+        return "bad_artist_id", {}
     action = _text(obj, "action").lower() or "listen"
     if action not in schema.ACTIONS:
         return "bad_action", {}
     if not mbid:
         mbid = ids.get((artist, title)) or ids.setdefault((artist, title), derived_track_id(artist, title))
     return None, {
-        "user_id": user, "track_id": mbid, "artist_id": _optional_text(obj, "artist_id"),
+        "user_id": user, "track_id": mbid, "artist_id": artist_id,
         "artist_name": artist, "track_name": title, "album": _optional_text(obj, "album"),
         "duration_s": _optional_float(obj.get("duration_s")),
         "ts": ts.replace(microsecond=ts.microsecond // 1000 * 1000), "action": action,
@@ -222,7 +263,7 @@ def clean_files(root: LakePath, day: date, file_names: list[str], all_files: lis
         all_files = [name for chunk in plan_day(root, day) for name in chunk]
     order = {name: i for i, name in enumerate(sorted(set(all_files) | set(file_names)))}
     work = work_dir(root, day)
-    scratch = Path(tempfile.mkdtemp(prefix=f"daily-{day}-", dir=staging_dir()))
+    scratch = scratch_dirs.make("daily-clean-")  # sweeps daily-clean-* folders of killed runs
     totals: Counter[str] = Counter()
     try:
         for name in file_names:
@@ -276,7 +317,7 @@ def merge_day(root: LakePath, day: date, file_names: list[str], db: Database, ru
     duplicates = rows_in - rows.num_rows
     quarantine = pa.concat_tables(quarantined).sort_by([("source_file", "ascending"), ("line_no", "ascending")])
 
-    scratch = Path(tempfile.mkdtemp(prefix=f"daily-merge-{day}-", dir=staging_dir()))
+    scratch = scratch_dirs.make("daily-merge-")
     try:
         status = "loaded"
         if rows.num_rows:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 from pymongo.database import Database
 
 from musicrec import registry
+from musicrec import scratch as scratch_dirs
 from musicrec.lake import schema, storage
 from musicrec.lake.clean import (
     EVENTS_MEMBER,
@@ -32,7 +32,6 @@ from musicrec.lake.clean import (
 from musicrec.lake.download import MANIFEST
 from musicrec.lake.partition import PartitionFile, sort_staged, split_by_date
 from musicrec.lake.storage import LakePath
-from musicrec.settings import staging_dir
 from musicrec.sources import BoundedReader, ByteBudget, contained
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ def clean_raw(root: LakePath, dataset: str, *, max_unpacked_bytes: int = DEFAULT
             return done
 
     producer = producer_of(dataset)
-    scratch = Path(tempfile.mkdtemp(prefix=f"clean-{dataset}-", dir=staging_dir()))
+    scratch = scratch_dirs.make("clean-")  # sweeps clean-* folders of killed runs first
     try:
         quarantine = QuarantineBuffer(source_file=f"raw/{dataset}/{manifest['file']}")
         profile_quarantine = QuarantineBuffer(source_file=f"raw/{dataset}/{manifest['file']}")
@@ -160,7 +159,7 @@ def partition_clean(root: LakePath, dataset: str, db: Database, run_id: str) -> 
     producer = producer_of(dataset)
     file_name = f"{producer}.parquet"
     registry.ensure_indexes(db)
-    scratch = Path(tempfile.mkdtemp(prefix=f"partition-{dataset}-", dir=staging_dir()))
+    scratch = scratch_dirs.make("partition-")
     try:
         parts = []
         for name in marker["parts"]:

@@ -5,15 +5,20 @@
 * Faults are never a "not found": a timeout, connection error, 429, 5xx or malformed JSON is retried
   (tenacity; a 429's ``Retry-After`` pauses the *whole* client, not just that request), and when
   the tries are spent the song's outcome is ``error`` (the queue retries it in a later run).
-* One :class:`RateLimiter` spaces every request of the client (``rate_per_s``; 0 = off); a semaphore
-  bounds the requests in flight (``concurrency``). The User-Agent names the project, as LRCLIB asks.
+* One :class:`RateLimiter` holds the whole client to ``rate_per_s`` requests in any 1-second window
+  (0 = off), counting retries; a request takes its concurrency slot (``concurrency``) first and its
+  send permit right before it goes out, and a 429's Retry-After stops every sender until it ends.
+* Response bodies are read in chunks up to ``max_body_bytes``; a longer one is an ``error`` outcome.
+  The User-Agent names the project, as LRCLIB asks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -29,6 +34,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "api"
 DEFAULT_BASE_URL = "https://lrclib.net/api"
+MAX_BODY_BYTES = 8 * 1024 * 1024  # /search's 20 results with synced lyrics are well under 1 MiB
 USER_AGENT = f"musicrec {__version__} (https://github.com/musicrec/musicrec)"
 
 
@@ -40,30 +46,64 @@ class TransientError(Exception):
         self.retry_after_s = retry_after_s
 
 
+class ResponseTooLarge(Exception):
+    """A response body over ``max_body_bytes``: not retried (it would only come back as big)."""
+
+
 class RateLimiter:
-    """Spaces acquisitions ``1/rate_per_s`` apart across every task of the client; :meth:`pause`
-    holds everyone back (a 429's Retry-After)."""
+    """At most ``rate_per_s`` sends in any window of 1 s, across every task of the client.
+
+    Two rules, both checked at the moment a request is about to go out (the caller already holds
+    its concurrency slot, so a granted send is never parked behind a slow request and spent later
+    in a burst):
+
+    * pacing: consecutive sends are at least ``1/rate_per_s`` apart (no bursts after a stall);
+    * a sliding window: at most ``floor(rate_per_s)`` sends (at least 1) within ``1 s + slack``, so
+      the few ms between the grant and the request reaching the server (more on a loaded machine)
+      cannot squeeze ``rate_per_s + 1`` arrivals into one server-side second.
+
+    :meth:`pause` (a 429's Retry-After) holds every sender back until it ends; a waiter re-checks
+    all rules after each sleep, so a pause set while it sleeps still applies.
+    """
+
+    SLACK_S = 0.1
 
     def __init__(self, rate_per_s: float) -> None:
-        # 3 % margin: requests reach the server with a few ms of jitter, and a server counting
-        # arrivals in a sliding window must never see rate_per_s + 1
-        self.interval = 1.03 / rate_per_s if rate_per_s and rate_per_s > 0 else 0.0
-        self._next = 0.0
+        self.enabled = bool(rate_per_s and rate_per_s > 0)
+        self.interval = 1.0 / rate_per_s if self.enabled else 0.0
+        self.window_s = 1.0 + self.SLACK_S
+        self.max_in_window = max(1, int(rate_per_s)) if self.enabled else 0
+        self._sent: deque[float] = deque()
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
+    def _earliest(self, now: float) -> float:
+        start = max(now, self._paused_until)
+        if not self.enabled:
+            return start
+        sent = self._sent
+        while sent and now - sent[0] >= self.window_s:
+            sent.popleft()
+        if sent:
+            start = max(start, sent[-1] + self.interval)
+            if len(sent) >= self.max_in_window:
+                start = max(start, sent[-self.max_in_window] + self.window_s)
+        return start
+
     async def acquire(self) -> None:
+        """Wait until a send is allowed and record it; call right before sending."""
         async with self._lock:
             while True:
                 now = time.monotonic()
-                start = max(now, self._next, self._paused_until)
+                start = self._earliest(now)
                 if start <= now:
                     break
                 await asyncio.sleep(start - now)
-            self._next = time.monotonic() + self.interval
+            if self.enabled:
+                self._sent.append(time.monotonic())
 
 
 def _retry_after(value: str | None, default: float) -> float:
@@ -93,7 +133,8 @@ class LrclibApi:
     def __init__(self, base_url: str = DEFAULT_BASE_URL, *, rate_per_s: float = 2.0, concurrency: int = 4,
                  timeout_s: float = 10.0, tries: int = 3, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
                  threshold: float = THRESHOLD, user_agent: str = USER_AGENT,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.base_url = base_url.rstrip("/")
         self.limiter = RateLimiter(rate_per_s)
         self.semaphore = asyncio.Semaphore(max(1, concurrency))
@@ -102,6 +143,7 @@ class LrclibApi:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.threshold = threshold
+        self.max_body_bytes = max_body_bytes
         self.stats = ApiStats()
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), transport=transport,
                                          headers={"User-Agent": user_agent, "Accept": "application/json"},
@@ -115,11 +157,14 @@ class LrclibApi:
 
     async def _request(self, path: str, params: dict[str, Any]) -> tuple[int, Any]:
         """One HTTP request: (status, JSON) for 200/404; TransientError for every fault."""
-        await self.limiter.acquire()
+        # The slot first, then the token right before sending: a token taken while waiting for a
+        # slot would be spent late, together with others, in a burst when slow requests end.
         async with self.semaphore:
+            await self.limiter.acquire()
             self.stats.requests += 1
             try:
-                resp = await self._client.get(self.base_url + path, params=params)
+                async with self._client.stream("GET", self.base_url + path, params=params) as resp:
+                    content = await self._read_bounded(resp, path)
             except httpx.TimeoutException as exc:
                 raise TransientError(f"timeout after {self.timeout_s:g} s ({type(exc).__name__})") from None
             except httpx.TransportError as exc:
@@ -133,13 +178,30 @@ class LrclibApi:
             raise TransientError(f"HTTP {resp.status_code}")
         if resp.status_code not in (200, 404):
             # 400 etc.: our request is wrong; retrying will not help, but it is no verdict either
-            raise TransientError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+            raise TransientError(f"HTTP {resp.status_code}: {content[:200].decode('utf-8', 'replace')}")
         try:
-            body = resp.json()
+            body = json.loads(content)
         except ValueError:
             raise TransientError(f"malformed JSON from {path} (HTTP {resp.status_code}, "
-                                 f"{len(resp.content)} bytes)") from None
+                                 f"{len(content)} bytes)") from None
         return resp.status_code, body
+
+    async def _read_bounded(self, resp: httpx.Response, path: str) -> bytes:
+        """The body, read in chunks and abandoned past ``max_body_bytes`` (a hostile or broken
+        server must not fill the worker's memory)."""
+        limit = self.max_body_bytes
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ResponseTooLarge(f"{path} answered {int(declared)} bytes (Content-Length), over the "
+                                   f"{limit}-byte limit on LRCLIB responses")
+        parts, size = [], 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise ResponseTooLarge(f"{path} answered more than {limit} bytes, over the limit on LRCLIB "
+                                       f"responses; the rest was not read")
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def _get(self, path: str, params: dict[str, Any]) -> tuple[int, Any]:
         """:meth:`_request` with retries: exponential backoff, a 429 waits its Retry-After."""
@@ -178,6 +240,6 @@ class LrclibApi:
                 raise TransientError(f"/search returned {type(body).__name__}, not a list")
             candidates = [Candidate.from_api(r) for r in body if isinstance(r, dict) and "id" in r]
             result = outcome_of(song, candidates, PROVIDER, self.threshold)
-        except TransientError as exc:
+        except (TransientError, ResponseTooLarge) as exc:
             result = Outcome("error", PROVIDER, error=str(exc))
         return result
