@@ -179,9 +179,24 @@ class Standalone:
             procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
             procs = []
+        def running(ps: list) -> list:
+            # a zombie has exited; only its parent can reap it, and waiting on it would use up the timeout
+            out = []
+            for p in ps:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if p.status() != psutil.STATUS_ZOMBIE:
+                        out.append(p)
+            return out
+
+        def wait(ps: list, timeout: float) -> list:
+            deadline = time.monotonic() + timeout
+            while (ps := running(ps)) and time.monotonic() < deadline:
+                psutil.wait_procs(ps, timeout=0.5)
+            return ps
+
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGINT)
-        _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+        alive = wait(procs, timeout_s)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not alive:
                 break
@@ -190,17 +205,20 @@ class Standalone:
                     p.send_signal(sig)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, sig)
-            _, alive = psutil.wait_procs(alive, timeout=10)
+            alive = wait(alive, 10)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
         return [p.pid for p in alive]
 
     # ------------------------------------------------------------------ REST API
 
+    def password(self) -> str:
+        return keys.admin_password(self.data)
+
     def token(self) -> str:
         if self._token is None:
             resp = httpx.post(f"{self.url}/auth/token", timeout=30,
-                              json={"username": keys.ADMIN_USER, "password": keys.admin_password(self.data)})
+                              json={"username": keys.ADMIN_USER, "password": self.password()})
             assert resp.status_code in (200, 201), f"POST /auth/token: {resp.status_code} {resp.text[:500]}"
             self._token = resp.json()["access_token"]
         return self._token
