@@ -45,11 +45,13 @@ class Browser:
         self.n = 0
 
     def wait(self, condition, what: str, timeout_s: float = 90):
-        from selenium.common.exceptions import TimeoutException
+        from selenium.common.exceptions import TimeoutException, WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
         try:
-            return WebDriverWait(self.d, timeout_s, poll_frequency=0.5).until(condition)
+            # WebDriverException: a poll can land mid-redirect ("aborted by navigation"); poll again
+            return WebDriverWait(self.d, timeout_s, poll_frequency=0.5,
+                                 ignored_exceptions=(WebDriverException,)).until(condition)
         except TimeoutException:
             self.shot("timeout")
             raise AssertionError(f"browser: timed out after {timeout_s:.0f} s waiting for {what} "
