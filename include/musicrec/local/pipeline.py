@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from musicrec.local import envfile, services
+from musicrec.local import envfile, keys, services
 
 # DAGs in pipeline order with the run conf make run gives them; later issues append theirs.
 PIPELINE: list[tuple[str, dict[str, Any]]] = [
@@ -107,6 +107,6 @@ def start_standalone(port: int = 8080) -> None:
 
     svc = services.Service("airflow", port, [os.fspath(Path(sys.executable).parent / "airflow"), "standalone"], ready)
     services.start(svc, env=env, timeout_s=240)
-    passwords = services.repo_root() / "simple_auth_manager_passwords.json.generated"
+    passwords = keys.secrets_dir(services.data_dir()) / keys.PASSWORDS
     print(f"Airflow UI: http://127.0.0.1:{port}  (user admin; password in {passwords})")
     print("logs: data/logs/airflow.log; stop everything with `make stop`")
