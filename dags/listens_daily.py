@@ -31,17 +31,17 @@ with DAG(
     default_args=default_args(),
     tags=["musicrec", "lake", "daily"],
     params={
-        "date": Param("", type="string",
+        "date": Param(None, type=["null", "string"], pattern=r"^\d{4}-\d{2}-\d{2}$",
                       description="YYYY-MM-DD to process instead of the run's data interval (manual runs)"),
         "max_chunks": Param(8, type="integer", minimum=1, maximum=64,
                             description="at most this many parallel clean tasks for the day's files"),
     },
     doc_md=__doc__,
 ) as dag:
-    plan = PlanLandingDayOperator(task_id="plan", day="{{ params.date }}",
+    plan = PlanLandingDayOperator(task_id="plan", day="{{ params.date or '' }}",
                                   max_chunks="{{ params.max_chunks }}")
-    clean = CleanLandingFilesOperator.partial(task_id="clean", day="{{ params.date }}").expand(
+    clean = CleanLandingFilesOperator.partial(task_id="clean", day="{{ params.date or '' }}").expand(
         file_names=plan.output)
-    merge = MergeLandingDayOperator(task_id="merge", plan_task_id="plan", day="{{ params.date }}",
+    merge = MergeLandingDayOperator(task_id="merge", plan_task_id="plan", day="{{ params.date or '' }}",
                                     trigger_rule=TriggerRule.NONE_FAILED, outlets=[LAKE_LISTENS])
     plan >> clean >> merge

@@ -23,11 +23,11 @@ with DAG(
     default_args=default_args(),
     tags=["musicrec", "lake", "import"],
     params={
-        "source_url": Param("", type="string",
+        "source_url": Param(None, type=["null", "string"],
                             description="http(s)://, file:// or s3://conn@bucket/key of the dump; empty = "
                                         "Variable musicrec_listens_source_url. It must be under a prefix "
                                         "of Variable musicrec_allowed_sources"),
-        "sha256": Param("", type="string", description="expected sha256 of the file (optional)"),
+        "sha256": Param(None, type=["null", "string"], description="expected sha256 of the file (optional)"),
         "dataset": Param("lastfm-1k", type="string", minLength=1, description="dataset slug under raw/"),
         "max_bytes": Param(4 * 2**30, type="integer", minimum=1,
                            description="refuse a source larger than this many bytes (default 4 GiB; the "
@@ -40,8 +40,8 @@ with DAG(
 ) as dag:
     download = DownloadDatasetOperator(
         task_id="download",
-        source_url="{{ params.source_url }}",
-        sha256="{{ params.sha256 }}",
+        source_url="{{ params.source_url or '' }}",
+        sha256="{{ params.sha256 or '' }}",
         dataset="{{ params.dataset }}",
         max_bytes="{{ params.max_bytes }}",
     )

@@ -32,9 +32,9 @@ with DAG(
         "max_songs": Param(100000, type="integer", minimum=1, description="pending songs taken this run"),
         "max_chunks": Param(4, type="integer", minimum=1, maximum=64, description="mapped fetch tasks"),
         "max_attempts": Param(5, type="integer", minimum=1, description="tries before an error is final"),
-        "base_url": Param("", type="string", description="API base (default: connection lrclib_default); "
+        "base_url": Param(None, type=["null", "string"], description="API base (default: connection lrclib_default); "
                                                          "must be under a prefix of Variable musicrec_allowed_sources"),
-        "dump_path": Param("", type="string", description="LRCLIB SQLite dump (.sqlite3 or .gz), opened read-only; "
+        "dump_path": Param(None, type=["null", "string"], description="LRCLIB SQLite dump (.sqlite3 or .gz), opened read-only; "
                                                           "must be under a file:// prefix of Variable "
                                                           "musicrec_allowed_sources"),
         "max_unpacked_bytes": Param(128 * 2**30, type="integer", minimum=1,
@@ -47,15 +47,15 @@ with DAG(
 ) as dag:
     plan_kwargs = {"provider": "{{ params.provider }}", "max_songs": "{{ params.max_songs }}",
                    "max_chunks": "{{ params.max_chunks }}", "max_attempts": "{{ params.max_attempts }}",
-                   "dump_path": "{{ params.dump_path }}", "max_unpacked_bytes": "{{ params.max_unpacked_bytes }}"}
+                   "dump_path": "{{ params.dump_path or '' }}", "max_unpacked_bytes": "{{ params.max_unpacked_bytes }}"}
     # one plan per provider (mapping needs a return value): the one not chosen returns [] at once
     plan_dump = LyricsPlanOperator(task_id="plan_dump", for_provider="dump", **plan_kwargs)
     plan_api = LyricsPlanOperator(task_id="plan_api", for_provider="api", **plan_kwargs)
     fetch_dump = LyricsFetchOperator.partial(task_id="fetch_dump", provider="dump",
-                                             dump_path="{{ params.dump_path }}",
+                                             dump_path="{{ params.dump_path or '' }}",
                                              max_unpacked_bytes="{{ params.max_unpacked_bytes }}").expand(chunk=plan_dump.output)
     fetch_api = LyricsFetchOperator.partial(
-        task_id="fetch_api", provider="api", pool=POOL_LRCLIB, base_url="{{ params.base_url }}",
+        task_id="fetch_api", provider="api", pool=POOL_LRCLIB, base_url="{{ params.base_url or '' }}",
         rate_per_s="{{ params.rate_per_s }}", concurrency="{{ params.concurrency }}",
     ).expand(chunk=plan_api.output)
     report = LyricsReportOperator(task_id="report", trigger_rule="none_failed", outlets=[MONGO_LYRICS])
