@@ -13,10 +13,11 @@ from pymilvus import MilvusClient
 from qdrant_client import QdrantClient
 from upath import UPath
 
-from musicrec import recommend
+from musicrec import recommend, registry
 from musicrec.als import model, publish
 from musicrec.als.params import ALIAS, AlsParams, collection_name
 from musicrec.catalog import sync
+from musicrec.lake import storage
 from musicrec.vectors import milvus as mv
 from musicrec.vectors import qdrant as qd
 
@@ -83,7 +84,8 @@ def test_publish_serves_the_model_and_a_rerun_changes_nothing(stores):
     root, db, milvus, qdrant = stores
     summary, out = train_and_publish(root, db, milvus, qdrant, WEEK2)
     version = summary["version"]
-    assert version == PARAMS.version(WEEK2) and summary["reused"] is False
+    assert version == model.plan(db, WEEK2, PARAMS)["version"] and summary["reused"] is False
+    assert version.startswith("20090503_")
     metrics = summary["metrics"]
     # the sample's planted tastes are learnable: ALS at least doubles popularity's ndcg@10
     assert metrics["als"]["ndcg_at_10"] >= 2 * metrics["popularity"]["ndcg_at_10"], metrics
@@ -210,3 +212,82 @@ def test_empty_window_is_a_clear_error(stores):
 
     with pytest.raises(EmptyWindow, match="no listens partitions"):
         model.train(root, db, datetime(2001, 1, 7, tzinfo=UTC), PARAMS)
+
+
+def add_late_partition(root, db, day: str = "2009-05-01", rows: int = 200) -> str:
+    """A ``daily`` file landing late beside the import file of ``day`` (inside the window): events of
+    the same users, one second later, ``complete`` — new rows, so the registry gets a new sha256."""
+    src = db["lake_partitions"].find_one({"_id": {"$regex": f"^listens/date={day}/"}})
+    table = pq.read_table(root / src["_id"]).slice(0, rows)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ts = pc.add(table.column("ts"), pa.scalar(1000, pa.duration("ms")))
+    table = table.set_column(table.schema.get_field_index("ts"), "ts", ts.cast(table.schema.field("ts").type))
+    table = table.set_column(table.schema.get_field_index("action"), "action",
+                             pa.array(["complete"] * table.num_rows, pa.string()))
+    rel = f"listens/date={day}/daily.parquet"
+    local = storage.local_path(root).parent / "late.parquet"
+    pq.write_table(table, local)
+    info = storage.publish_file(local, root / rel)
+    registry.record(db, [registry.PartitionRecord(rel, src["dataset"], day, "daily", table.num_rows, info.bytes,
+                                                  info.sha256, "late")])
+    return rel
+
+
+def lake_bytes(root, doc) -> dict[str, bytes]:
+    return {a["path"]: (root / a["path"]).read_bytes() for a in doc["artifacts"]}
+
+
+def test_late_partition_makes_a_new_version_that_the_gate_decides(stores):
+    """A late partition inside the window is a new version; a high ``min_lift`` refuses it and the live
+    model stays byte for byte; the default gate publishes it and keeps the old one for roll-back."""
+    root, db, milvus, qdrant = stores
+    first, _ = train_and_publish(root, db, milvus, qdrant, WEEK2)
+    old_doc = db["models"].find_one({"_id": first["version"]})
+    before, old_bytes = snapshot(db, milvus, qdrant), lake_bytes(root, old_doc)
+
+    add_late_partition(root, db)
+    late = model.train(root, db, WEEK2, PARAMS, run_id="late")
+    assert late["version"] != first["version"] and late["version"].startswith("20090503_")
+    assert late["reused"] is False
+    # no bypass: the refusal is recorded with its numbers on the candidate only
+    with pytest.raises(publish.GateRefused, match="min_lift") as refused:
+        publish.gate(db, late["version"], min_lift=1000.0)
+    assert publish.record_gate(db, refused.value.decision) is True
+    gate_doc = db["models"].find_one({"_id": late["version"]})["gate"]
+    assert gate_doc["passed"] is False and gate_doc["min_lift"] == 1000.0 and gate_doc["ndcg_at_10"] > 0
+    assert gate_doc["active"] == first["version"]
+    after = snapshot(db, milvus, qdrant)
+    assert after["milvus"] == before["milvus"] and after["qdrant"] == before["qdrant"]
+    assert after["users"] == before["users"] and after["milvus_alias"] == before["milvus_alias"]
+    assert db["models"].find_one({"_id": first["version"]}) == old_doc
+    assert lake_bytes(root, old_doc) == old_bytes
+
+    # the same rule for the live version itself: min_lift 1000 refuses it too, and nothing is recorded on it
+    with pytest.raises(publish.GateRefused, match="min_lift") as again:
+        publish.gate(db, first["version"], min_lift=1000.0)
+    assert publish.record_gate(db, again.value.decision) is False
+    assert db["models"].find_one({"_id": first["version"]}) == old_doc
+
+    # a re-run of the live version's training reuses it: nothing is rewritten
+    assert model.train(root, db, WEEK2, PARAMS, run_id="rerun")["reused"] is True
+    assert db["models"].find_one({"_id": first["version"]}) == old_doc
+
+    # through the default gate the late version goes live; the old one is kept for roll-back
+    train_and_publish(root, db, milvus, qdrant, WEEK2)
+    assert mv.alias_target(milvus, ALIAS) == collection_name(late["version"])
+    statuses = {d["_id"]: d["status"] for d in db["models"].find()}
+    assert statuses == {first["version"]: "retired", late["version"]: "active"}
+    assert collection_name(first["version"]) in mv.versions(milvus, ALIAS)
+    assert lake_bytes(root, old_doc) == old_bytes
+
+
+def test_training_twice_on_the_same_inputs_gives_the_same_version(stores):
+    """What ``make run`` twice does: the same lake and params name the same version (reused, not retrained)."""
+    root, db, _, _ = stores
+    a = model.train(root, db, WEEK1, PARAMS, run_id="one")
+    db["models"].delete_many({})  # a fresh store: the name comes from the inputs alone
+    b = model.train(root, db, WEEK1, PARAMS, run_id="two")
+    assert a["version"] == b["version"] and b["reused"] is False
+    assert model.train(root, db, WEEK1, PARAMS, run_id="three")["reused"] is True

@@ -37,7 +37,11 @@ IN_CHUNK = 500
 
 
 class GateRefused(Exception):
-    """The candidate must not replace the active model; the message is the reason."""
+    """The candidate must not replace the active model; the message is the reason, ``decision`` the numbers."""
+
+    def __init__(self, message: str, decision: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.decision = (decision or {}) | {"passed": False, "reason": message}
 
 
 def active_model(db: Database, kind: str = "als") -> dict[str, Any] | None:
@@ -49,31 +53,45 @@ def active_model(db: Database, kind: str = "als") -> dict[str, Any] | None:
 
 def gate(db: Database, version: str, *, min_lift: float = 1.1, tolerance: float = 0.02, force: bool = False
          ) -> dict[str, Any]:
-    """Decide whether ``version`` may be published; raises :class:`GateRefused` with the reason."""
+    """Decide whether ``version`` may be published; raises :class:`GateRefused` with the reason.
+
+    There is no bypass: the same rules decide whether or not a version of that name was ever published
+    (a re-run of the active version compares it with itself and passes unless ``min_lift`` refuses it).
+    The returned decision (and ``GateRefused.decision``) carries every number the rules used."""
     doc = db[MODELS].find_one({"_id": version})
     if doc is None:
         raise LookupError(f"no model document {version}: train first")
     als = float(doc["metrics"]["als"]["ndcg_at_10"])
     pop = float(doc["metrics"]["popularity"]["ndcg_at_10"])
     active = active_model(db)
-    decision = {"version": version, "ndcg_at_10": als, "popularity_ndcg_at_10": pop, "min_lift": min_lift,
-                "active": active["_id"] if active else None, "force": force}
-    if active is not None and active["_id"] == version:
-        return decision | {"reason": "this version is the active model: re-run completes the publish", "rerun": True}
+    decision: dict[str, Any] = {
+        "version": version, "status": doc.get("status"), "ndcg_at_10": als, "popularity_ndcg_at_10": pop,
+        "min_lift": min_lift, "tolerance": tolerance, "force": force, "active": active["_id"] if active else None,
+        "window_end": listens.utc(doc["window"]["end"]).isoformat()}
+    if active is not None:
+        decision["active_ndcg_at_10"] = float(active["metrics"]["als"]["ndcg_at_10"])
+        decision["active_window_end"] = listens.utc(active["window"]["end"]).isoformat()
     if als < min_lift * pop:
         raise GateRefused(f"ALS ndcg@10 {als:.4f} < min_lift {min_lift} x popularity {pop:.4f}: the active model "
-                          "stays")
+                          "stays", decision)
     if active is not None:
         a_end, c_end = listens.utc(active["window"]["end"]), listens.utc(doc["window"]["end"])
         if a_end > c_end and not force:
             raise GateRefused(f"the active model {active['_id']} covers a later window (ends {a_end:%Y-%m-%d} > "
-                              f"{c_end:%Y-%m-%d}); pass force=true to replace it anyway")
-        a_ndcg = float(active["metrics"]["als"]["ndcg_at_10"])
+                              f"{c_end:%Y-%m-%d}); pass force=true to replace it anyway", decision)
+        a_ndcg = decision["active_ndcg_at_10"]
         if als < a_ndcg - tolerance:
             raise GateRefused(f"ALS ndcg@10 {als:.4f} < the active model {active['_id']}'s {a_ndcg:.4f} - tolerance "
-                              f"{tolerance}: the active model stays")
-        decision["active_ndcg_at_10"] = a_ndcg
-    return decision | {"reason": "passed"}
+                              f"{tolerance}: the active model stays", decision)
+    return decision | {"passed": True, "reason": "passed"}
+
+
+def record_gate(db: Database, decision: dict[str, Any]) -> bool:
+    """Store the decision (numbers included) on the model document — only a candidate's: a live or
+    retired version's document is immutable and keeps the decision that published it. True if stored."""
+    res = db[MODELS].update_one({"_id": decision["version"], "status": {"$nin": ["active", "retired"]}},
+                                {"$set": {"gate": decision | {"decided_at": datetime.now(UTC)}}})
+    return bool(res.matched_count)
 
 
 # ----------------------------------------------------------------------------- steps

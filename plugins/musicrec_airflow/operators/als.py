@@ -77,12 +77,10 @@ class AlsGateOperator(_AlsStep):
             decision = publish.gate(db, summary["version"], min_lift=float(p.get("min_lift", 1.1)),
                                     tolerance=float(p.get("tolerance", 0.02)), force=truthy(p.get("force")))
         except publish.GateRefused as refused:
-            db[model.MODELS].update_one({"_id": summary["version"]},
-                                        {"$set": {"gate": {"passed": False, "reason": str(refused)}}})
+            publish.record_gate(db, refused.decision)
+            self.log.info("gate refused: %s", refused.decision)
             raise AirflowSkipException(f"gate: not publishing {summary['version']}: {refused}") from None
-        if not decision.get("rerun"):  # a re-run keeps the decision that published it
-            db[model.MODELS].update_one({"_id": summary["version"]},
-                                        {"$set": {"gate": {"passed": True, "reason": decision["reason"]}}})
+        publish.record_gate(db, decision)
         self.log.info("gate passed: %s", decision)
         return decision
 
