@@ -22,14 +22,13 @@ from musicrec_airflow.defaults import POOL_GPU, POOL_QDRANT_LOCAL, default_args
 from musicrec_airflow.operators.als import (
     AlsActivateOperator,
     AlsGateOperator,
+    AlsMilvusIndexOperator,
+    AlsMilvusUpsertOperator,
     AlsPublishUsersOperator,
     AlsSwapAliasOperator,
     AlsTrainOperator,
     QdrantMirrorOperator,
 )
-from musicrec_airflow.operators.milvus import MilvusIndexOperator, MilvusUpsertOperator
-
-TRAIN = "{{ ti.xcom_pull(task_ids='train')"
 
 with DAG(
     dag_id="als_training",
@@ -65,12 +64,8 @@ with DAG(
 ) as dag:
     train = AlsTrainOperator(task_id="train", pool=POOL_GPU, queue=settings.gpu_queue())
     gate = AlsGateOperator(task_id="gate")
-    milvus_upsert = MilvusUpsertOperator(task_id="milvus_upsert", collection=TRAIN + "['collection'] }}",
-                                         parquet_path=TRAIN + "['item_factors'] }}")
-    milvus_index = MilvusIndexOperator(task_id="milvus_index", collection=TRAIN + "['collection'] }}",
-                                       index_type="{{ params.index_type }}", metric_type="IP",
-                                       index_params="{{ params.index_params }}",
-                                       verify_parquet=TRAIN + "['item_factors'] }}")
+    milvus_upsert = AlsMilvusUpsertOperator(task_id="milvus_upsert")
+    milvus_index = AlsMilvusIndexOperator(task_id="milvus_index")
     qdrant = QdrantMirrorOperator(task_id="qdrant_mirror", pool=POOL_QDRANT_LOCAL)
     users = AlsPublishUsersOperator(task_id="publish_users")
     swap = AlsSwapAliasOperator(task_id="swap_alias", pool=POOL_QDRANT_LOCAL, outlets=[MILVUS_MUSIC_COLLECTION])

@@ -58,7 +58,7 @@ def snapshot(db, milvus: MilvusClient, qdrant: QdrantClient) -> dict:
 
     out = {
         "models": sorted((strip(d) for d in db["models"].find()), key=lambda d: d["_id"]),
-        "users": sorted((d["_id"], d.get("latent_vector"), d.get("model_version")) for d in db["users"].find()),
+        "users": sorted((d["_id"], d.get("latent_vectors")) for d in db["users"].find()),
         "registry": sorted((d["_id"], d["sha256"]) for d in db["lake_partitions"].find({"_id": {"$regex": "^models/"}})),
         "milvus_alias": mv.alias_target(milvus, ALIAS),
         "milvus": {},
@@ -106,7 +106,7 @@ def test_publish_serves_the_model_and_a_rerun_changes_nothing(stores):
     assert mv.count(milvus, name) == items.num_rows == out["milvus"]["rows"]
     assert qdrant.count(name).count == items.num_rows
     assert out["milvus"]["index"]["index_type"] == "HNSW" and out["milvus"]["recall"] >= 0.8
-    with_vec = db["users"].count_documents({"model_version": version, "latent_vector": {"$exists": True}})
+    with_vec = db["users"].count_documents({f"latent_vectors.{version}": {"$exists": True}})
     assert with_vec == users.num_rows
 
     # a Milvus restart leaves every collection released: serving and a re-run load it again
@@ -148,10 +148,10 @@ def test_backfill_crash_before_the_swap_then_rerun(stores):
     assert mv.alias_target(milvus, ALIAS) == old and qd.alias_target(qdrant, ALIAS) == old
     assert db["models"].find_one({"_id": first["version"]})["status"] == "active"
     assert db["models"].find_one({"_id": second["version"]})["status"] == "candidate"
-    uid = db["users"].find_one({"model_version": second["version"]})["_id"]
-    # a reader pairs the user's vector with its own model's collection, never the other space
-    assert recommend.serving_collection(milvus, second["version"]) == new
-    assert recommend.serving_collection(milvus, first["version"]) == ALIAS
+    uid = db["users"].find_one({f"latent_vectors.{second['version']}": {"$exists": True},
+                                f"latent_vectors.{first['version']}": {"$exists": True}})["_id"]
+    # a reader takes the model from the alias and that model's user vector, never the other space
+    assert recommend.serving_model(milvus) == (first["version"], old)
     assert len(recommend.home(uid, 5, db=db, milvus=milvus, exclude=[])) == 5
 
     train_and_publish(root, db, milvus, qdrant, WEEK2)  # the re-run
@@ -291,3 +291,73 @@ def test_training_twice_on_the_same_inputs_gives_the_same_version(stores):
     b = model.train(root, db, WEEK1, PARAMS, run_id="two")
     assert a["version"] == b["version"] and b["reused"] is False
     assert model.train(root, db, WEEK1, PARAMS, run_id="three")["reused"] is True
+
+
+READERS = 6
+
+
+def read_all(db, milvus, users: list[str], tracks: list[str]) -> dict:
+    """home() and next_song() of a sample of users, as (track_id, rounded score) lists."""
+    out = {}
+    for uid, tid in zip(users, tracks, strict=True):
+        home = recommend.home(uid, 10, db=db, milvus=milvus, exclude=[])
+        nxt = recommend.next_song(uid, tid, 5, db=db, milvus=milvus, exclude=[], content=False)
+        out[uid] = ([(r.track_id, round(r.score, 4)) for r in home], [(r.track_id, round(r.score, 4)) for r in nxt])
+    return out
+
+
+def test_a_kill_at_each_publish_step_serves_the_old_or_the_new_model(stores):
+    """A new version (late partition) is published step by step; after each step — the state a kill there
+    leaves — every reader's home() and next_song() is exactly the old model's answer or exactly the new
+    one's, never a mix. A kill mid-publish and a re-run from the start completes it."""
+    root, db, milvus, qdrant = stores
+    first, _ = train_and_publish(root, db, milvus, qdrant, WEEK2)
+    users = [d["_id"] for d in db["users"].find({f"latent_vectors.{first['version']}": {"$exists": True}},
+                                               sort=[("_id", 1)]).limit(READERS)]
+    items = pq.read_table(root / first["item_factors"]).column("track_id").to_pylist()
+    tracks = items[:READERS]
+    old = read_all(db, milvus, users, tracks)
+
+    add_late_partition(root, db)
+    answers = {}
+    summary = model.train(root, db, WEEK2, PARAMS, run_id="late")  # step "train"
+    answers["train"] = read_all(db, milvus, users, tracks)
+    publish.gate(db, summary["version"])  # step "gate"
+    answers["gate"] = read_all(db, milvus, users, tracks)
+    spec = mv.IndexSpec("HNSW", "IP")
+    names = []
+    state: dict = {}
+    for name, fn in publish.steps(db, root, summary, milvus, qdrant, index=spec):
+        if name == "swap":
+            break  # killed before the swap
+        fn(state)
+        names.append(name)
+        answers[name] = read_all(db, milvus, users, tracks)
+    assert mv.alias_target(milvus, ALIAS) == collection_name(first["version"])
+    # the re-run: training reused, the gate decides again, every step again, readers after each
+    again = model.train(root, db, WEEK2, PARAMS, run_id="rerun")
+    assert again["reused"] is True and again["version"] == summary["version"]
+    publish.gate(db, again["version"])
+    state = {}
+    for name, fn in publish.steps(db, root, again, milvus, qdrant, index=spec):
+        fn(state)
+        names.append(name)
+        answers[f"rerun-{name}"] = read_all(db, milvus, users, tracks)
+    assert names == ["upsert", "index", "mirror", "users"] + [
+        "upsert", "index", "mirror", "users", "swap", "activate", "cleanup"]
+    new = answers["rerun-cleanup"]
+    assert new != old  # the late partition really changed the model
+    flipped = {"rerun-swap", "rerun-activate", "rerun-cleanup"}
+    for step, got in answers.items():
+        for uid in users:
+            assert got[uid] in (old[uid], new[uid]), (step, uid)  # one model per answer, never a mix
+        assert got == (new if step in flipped else old), step
+    assert db["models"].find_one({"_id": summary["version"]})["status"] == "active"
+    assert db["models"].find_one({"_id": first["version"]})["status"] == "retired"
+
+    # a third version prunes the first one's collection and its user vectors with it
+    add_late_partition(root, db, day="2009-04-30")
+    third, _ = train_and_publish(root, db, milvus, qdrant, WEEK2)
+    assert collection_name(first["version"]) not in mv.versions(milvus, ALIAS)
+    assert db["users"].count_documents({f"latent_vectors.{first['version']}": {"$exists": True}}) == 0
+    assert db["users"].count_documents({f"latent_vectors.{summary['version']}": {"$exists": True}}) > 0

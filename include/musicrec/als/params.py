@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ DEFAULT_WEIGHTS = {"complete": 1.0, "listen": 0.5, "skip": 0.0}
 CONFIDENCE = ("linear", "log")
 BACKENDS = ("auto", "implicit", "implicit-cpu", "implicit-gpu", "torch", "torch-cpu", "torch-cuda")
 ALIAS = "music_collection"
+USER_VECTORS = "latent_vectors"  # users.latent_vectors.<version>: the user's vector in each published model
 VERSION_HEX = 6  # hex digits of the identity digest in a version name (the documented format)
 
 
@@ -105,10 +107,21 @@ def identity_digest(params: AlsParams, window_end: datetime, inputs: Sequence[Ma
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def collection_name(version: str, alias: str = ALIAS) -> str:
-    return f"{alias}_v{version}"
+INDEX_TAG = re.compile(r"_ix[0-9a-f]{6}$")
+
+
+def collection_name(version: str, alias: str = ALIAS, index_tag: str | None = None) -> str:
+    """``<alias>_v<version>``; a side build for an index change of a live version adds ``_ix<6 hex>``."""
+    return f"{alias}_v{version}" + (f"_ix{index_tag}" if index_tag else "")
 
 
 def version_of(collection: str, alias: str = ALIAS) -> str | None:
+    """The model version a physical collection holds (``_ix<hex>`` side builds hold the same version)."""
     prefix = f"{alias}_v"
-    return collection[len(prefix):] if collection.startswith(prefix) else None
+    return INDEX_TAG.sub("", collection[len(prefix):]) if collection.startswith(prefix) else None
+
+
+def user_vector_field(version: str) -> str:
+    """The ``users`` field holding a user's vector of model ``version`` (one key per version, so a
+    publish writes the new model's vectors beside the live ones and the alias swap flips both)."""
+    return f"{USER_VECTORS}.{version}"
