@@ -29,6 +29,7 @@ from musicrec_airflow.operators.als import (
     AlsTrainOperator,
     QdrantMirrorOperator,
 )
+from musicrec_airflow.sensors.listens import ListensDaySensor
 
 with DAG(
     dag_id="als_training",
@@ -59,9 +60,14 @@ with DAG(
         "force": Param(False, type="boolean", description="replace an active model whose window ends later"),
         "index_type": Param("HNSW", type="string"),
         "index_params": Param('{"M": 16, "efConstruction": 200}', type="string", description="JSON"),
+        "wait_for_daily": Param(True, type="boolean",
+                                description="scheduled/backfill runs wait for day W-1's listens_daily partition"),
+        "wait_timeout_hours": Param(6.0, type="number", minimum=0,
+                                    description="then fail clearly (wait_for_listens)"),
     },
     doc_md=__doc__,
 ) as dag:
+    wait = ListensDaySensor(task_id="wait_for_listens", poke_interval=300)
     train = AlsTrainOperator(task_id="train", pool=POOL_GPU, queue=settings.gpu_queue())
     gate = AlsGateOperator(task_id="gate")
     milvus_upsert = AlsMilvusUpsertOperator(task_id="milvus_upsert")
@@ -70,4 +76,4 @@ with DAG(
     users = AlsPublishUsersOperator(task_id="publish_users")
     swap = AlsSwapAliasOperator(task_id="swap_alias", pool=POOL_QDRANT_LOCAL, outlets=[MILVUS_MUSIC_COLLECTION])
     activate = AlsActivateOperator(task_id="activate", pool=POOL_QDRANT_LOCAL)
-    train >> gate >> milvus_upsert >> milvus_index >> qdrant >> users >> swap >> activate
+    wait >> train >> gate >> milvus_upsert >> milvus_index >> qdrant >> users >> swap >> activate
