@@ -361,3 +361,56 @@ def test_a_kill_at_each_publish_step_serves_the_old_or_the_new_model(stores):
     assert collection_name(first["version"]) not in mv.versions(milvus, ALIAS)
     assert db["users"].count_documents({f"latent_vectors.{first['version']}": {"$exists": True}}) == 0
     assert db["users"].count_documents({f"latent_vectors.{summary['version']}": {"$exists": True}}) > 0
+
+
+def test_an_index_change_on_the_live_collection_is_built_off_to_the_side(stores, milvus_uri):
+    """Re-publishing the live version with another index type builds a side collection, verifies it by
+    recall, swaps the alias: a loop of searches meanwhile never fails, and the live collection is never
+    released. The new index serves after the swap."""
+    import threading
+
+    root, db, milvus, qdrant = stores
+    first, _ = train_and_publish(root, db, milvus, qdrant, WEEK2)
+    live = collection_name(first["version"])
+    users = [d["_id"] for d in db["users"].find({f"latent_vectors.{first['version']}": {"$exists": True}}).limit(5)]
+    stop, started = threading.Event(), threading.Event()
+    done, failed = [0], []
+
+    def readers():
+        client = mv.connect(milvus_uri)  # a reader of its own, like a serving process
+        while not stop.is_set():
+            for uid in users:
+                try:
+                    assert len(recommend.home(uid, 10, db=db, milvus=client, exclude=[])) == 10
+                    done[0] += 1
+                except Exception as e:  # noqa: BLE001 - every failure counts
+                    failed.append(repr(e))
+            started.set()
+
+    thread = threading.Thread(target=readers, daemon=True)
+    thread.start()
+    assert started.wait(120)
+    ivf = mv.IndexSpec("IVF_FLAT", "IP", {"nlist": 8})
+    # the live collection's index is never rebuilt in place
+    with pytest.raises(mv.VectorStoreError, match="never rebuilt in place"):
+        mv.ensure_index(milvus, live, ivf)
+    before = done[0]
+    publish.gate(db, first["version"])
+    out = publish.publish(db, root, first, milvus, qdrant, index=ivf)
+    while done[0] < before + 20 and thread.is_alive():  # readers keep going across the swap
+        stop.wait(0.05)
+    stop.set()
+    thread.join(120)
+    assert failed == [] and done[0] >= before + 20
+    side = out["upsert"]["collection"]
+    assert side.startswith(live + "_ix") and out["upsert"]["live"] is False and out["index"]["recall"] >= 0.8
+    assert mv.alias_target(milvus, ALIAS) == side == qd.alias_target(qdrant, ALIAS)
+    assert mv.describe_index(milvus, side)["index_type"] == "IVF_FLAT"
+    assert mv.describe_index(milvus, live)["index_type"] == "HNSW"  # untouched, kept for in-flight readers
+    doc = db["models"].find_one({"_id": first["version"]})
+    assert doc["status"] == "active" and doc["collection"] == side
+    assert recommend.serving_model(milvus) == (first["version"], side)
+    # the same params again: the live side collection is only checked, nothing is written
+    again = publish.publish(db, root, first, milvus, qdrant, index=ivf)
+    assert again["upsert"] == {"collection": side, "live": True, "rows": again["upsert"]["rows"], "deleted": 0,
+                               "written": 0}

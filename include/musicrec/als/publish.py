@@ -264,15 +264,14 @@ def cleanup(db: Database, milvus_client, qdrant_client, version: str) -> dict[st
     doc = db[MODELS].find_one({"_id": version}, {"previous_version": 1, "status": 1, "collection": 1})
     if doc is None or doc.get("status") != "active":
         raise RuntimeError(f"model {version} is not active: refusing to drop collections")
-    keep = {doc.get("collection") or collection_name(version)}
-    kept_versions = {version}
-    if doc.get("previous_version"):
-        prev = db[MODELS].find_one({"_id": doc["previous_version"]}, {"collection": 1}) or {}
-        keep.add(prev.get("collection") or collection_name(doc["previous_version"]))
-        kept_versions.add(doc["previous_version"])
-    out: dict[str, Any] = {"milvus": mv.drop_versions(milvus_client, ALIAS, keep)}
+    kept_versions = {version} | ({doc["previous_version"]} if doc.get("previous_version") else set())
+    # every collection of a kept version stays: after an index swap the replaced one may still be
+    # searched by a request that resolved the alias just before the swap; the next publish drops it
+    out: dict[str, Any] = {"milvus": mv.drop_versions(milvus_client, ALIAS, [
+        n for n in mv.versions(milvus_client, ALIAS) if version_of(n) in kept_versions])}
     if qdrant_client is not None:
-        out["qdrant"] = qd.drop_versions(qdrant_client, ALIAS, keep)
+        out["qdrant"] = qd.drop_versions(qdrant_client, ALIAS, [
+            n for n in qd.versions(qdrant_client, ALIAS) if version_of(n) in kept_versions])
     served = {version_of(n) for n in mv.versions(milvus_client, ALIAS)}
     stale = sorted({d["_id"] for d in db[MODELS].find({"kind": "als"}, {"_id": 1})} - kept_versions - served)
     out["users_pruned"] = prune_user_vectors(db, stale)
