@@ -31,7 +31,8 @@ def test_a_dense_index_change_is_built_off_to_the_side(env, bge, milvus_uri):  #
             try:
                 res = client.search(store.ALIAS, data=[probe], limit=3, anns_field=store.DENSE,
                                     search_params={"metric_type": "IP"}, output_fields=[store.ID_FIELD])
-                assert res[0][0]["id"] == "s01"
+                hit = res[0][0]
+                assert (hit.get("entity") or {}).get(store.ID_FIELD, hit.get("id")) == "s01"
                 done[0] += 1
             except Exception as e:  # noqa: BLE001 - every failure counts
                 failed.append(repr(e))
@@ -58,11 +59,12 @@ def test_a_dense_index_change_is_built_off_to_the_side(env, bge, milvus_uri):  #
     embed.stamp(db, root, info["model_slug"], "run2")
     pruned = embed.prune(db, milvus, qdrant, side, info["model_id"])
     before = done[0]
-    while done[0] < before + 20 and thread.is_alive():
+    while done[0] + len(failed) < before + 20 and thread.is_alive():
         stop.wait(0.05)
     stop.set()
     thread.join(120)
-    assert failed == [] and done[0] > 20
+    assert failed == [], failed[:3]
+    assert done[0] > 20
     assert mv.alias_target(milvus, store.ALIAS) == side == qd.alias_target(qdrant, store.ALIAS)
     assert mv.describe_index(milvus, side, store.DENSE)["index_type"] == "FLAT"
     assert store.active_model(db)["collection"] == side
