@@ -22,14 +22,14 @@ from musicrec_airflow.defaults import POOL_GPU, POOL_QDRANT_LOCAL, default_args
 from musicrec_airflow.operators.als import (
     AlsActivateOperator,
     AlsGateOperator,
+    AlsMilvusIndexOperator,
+    AlsMilvusUpsertOperator,
     AlsPublishUsersOperator,
     AlsSwapAliasOperator,
     AlsTrainOperator,
     QdrantMirrorOperator,
 )
-from musicrec_airflow.operators.milvus import MilvusIndexOperator, MilvusUpsertOperator
-
-TRAIN = "{{ ti.xcom_pull(task_ids='train')"
+from musicrec_airflow.sensors.listens import ListensDaySensor
 
 with DAG(
     dag_id="als_training",
@@ -60,19 +60,20 @@ with DAG(
         "force": Param(False, type="boolean", description="replace an active model whose window ends later"),
         "index_type": Param("HNSW", type="string"),
         "index_params": Param('{"M": 16, "efConstruction": 200}', type="string", description="JSON"),
+        "wait_for_daily": Param(True, type="boolean",
+                                description="scheduled/backfill runs wait for day W-1's listens_daily partition"),
+        "wait_timeout_hours": Param(6.0, type="number", minimum=0,
+                                    description="then fail clearly (wait_for_listens)"),
     },
     doc_md=__doc__,
 ) as dag:
+    wait = ListensDaySensor(task_id="wait_for_listens", poke_interval=300)
     train = AlsTrainOperator(task_id="train", pool=POOL_GPU, queue=settings.gpu_queue())
     gate = AlsGateOperator(task_id="gate")
-    milvus_upsert = MilvusUpsertOperator(task_id="milvus_upsert", collection=TRAIN + "['collection'] }}",
-                                         parquet_path=TRAIN + "['item_factors'] }}")
-    milvus_index = MilvusIndexOperator(task_id="milvus_index", collection=TRAIN + "['collection'] }}",
-                                       index_type="{{ params.index_type }}", metric_type="IP",
-                                       index_params="{{ params.index_params }}",
-                                       verify_parquet=TRAIN + "['item_factors'] }}")
+    milvus_upsert = AlsMilvusUpsertOperator(task_id="milvus_upsert")
+    milvus_index = AlsMilvusIndexOperator(task_id="milvus_index")
     qdrant = QdrantMirrorOperator(task_id="qdrant_mirror", pool=POOL_QDRANT_LOCAL)
     users = AlsPublishUsersOperator(task_id="publish_users")
     swap = AlsSwapAliasOperator(task_id="swap_alias", pool=POOL_QDRANT_LOCAL, outlets=[MILVUS_MUSIC_COLLECTION])
     activate = AlsActivateOperator(task_id="activate", pool=POOL_QDRANT_LOCAL)
-    train >> gate >> milvus_upsert >> milvus_index >> qdrant >> users >> swap >> activate
+    wait >> train >> gate >> milvus_upsert >> milvus_index >> qdrant >> users >> swap >> activate

@@ -4,9 +4,11 @@ Runs when ``mongo_lyrics`` is updated. ``embed`` (pool ``gpu``, the GPU queue) e
 found lyrics whose ``songs.embedding`` (model id, lyrics hash) differs from the current model and
 lyrics — unchanged lyrics are never re-embedded, edited ones always are — into delta parts
 ``embeddings/<model_slug>/run=<run_id>/part-*.parquet`` (registered). Then: ``milvus_upsert`` into
-``lyrics_embeddings_<model_slug>`` → ``milvus_index`` (dense HNSW/IP, sparse inverted/IP, BM25 on
+``lyrics_embeddings_<model_slug>`` (a dense-index change on the live collection goes to a new physical
+``lyrics_embeddings_<model_slug>_ix<hex>``, filled with every current vector) → ``milvus_index`` (dense HNSW/IP, sparse inverted/IP, BM25 on
 ``text_bm25``; each checked as really built) → ``qdrant_mirror`` → ``activate`` (models document,
-alias ``lyrics_embeddings`` in Milvus and Qdrant; a new model = a new collection behind the alias) →
+alias ``lyrics_embeddings`` in Milvus and Qdrant; a new model or a new index = a new collection behind
+the alias, a new index checked by recall first) →
 ``stamp`` (``songs.embedding``) → ``prune`` (songs whose lyrics are gone leave both stores; emits
 ``milvus_lyrics_embeddings``). A second run embeds and writes nothing; a retried ``embed`` resumes
 from the parts it wrote.
@@ -60,8 +62,10 @@ with DAG(
                                 max_songs="{{ params.max_songs }}", part_size="{{ params.part_size }}",
                                 pool=POOL_GPU, queue=settings.gpu_queue())
     milvus_upsert = MilvusUpsertOperator(task_id="milvus_upsert", collection=EMBED + "['collection'] }}",
-                                         delta_task_id="embed")
-    milvus_index = MilvusIndexOperator(task_id="milvus_index", collection=EMBED + "['collection'] }}",
+                                         delta_task_id="embed", index_type="{{ params.index_type }}",
+                                         index_params="{{ params.index_params }}")
+    milvus_index = MilvusIndexOperator(task_id="milvus_index",
+                                       collection="{{ ti.xcom_pull(task_ids='milvus_upsert')['collection'] }}",
                                        index_type="{{ params.index_type }}", metric_type="IP",
                                        index_params="{{ params.index_params }}", hybrid=True)
     qdrant = LyricsQdrantMirrorOperator(task_id="qdrant_mirror", pool=POOL_QDRANT_LOCAL)

@@ -87,6 +87,10 @@ def test_als_training_pools_and_queues(dagbag):
     for task_id in ("qdrant_mirror", "swap_alias", "activate"):
         assert dag.get_task(task_id).pool == "qdrant_local", task_id
     assert dag.get_task("activate").upstream_task_ids == {"swap_alias"}
+    # the Sunday race: training waits for day W-1's daily partition, freeing its slot between pokes
+    wait = dag.get_task("wait_for_listens")
+    assert wait.mode == "reschedule" and dag.get_task("train").upstream_task_ids == {"wait_for_listens"}
+    assert dag.params["wait_timeout_hours"] == 6.0
 
 
 def test_lyrics_embeddings_wiring(dagbag):

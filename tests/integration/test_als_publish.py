@@ -13,10 +13,11 @@ from pymilvus import MilvusClient
 from qdrant_client import QdrantClient
 from upath import UPath
 
-from musicrec import recommend
+from musicrec import recommend, registry
 from musicrec.als import model, publish
 from musicrec.als.params import ALIAS, AlsParams, collection_name
 from musicrec.catalog import sync
+from musicrec.lake import storage
 from musicrec.vectors import milvus as mv
 from musicrec.vectors import qdrant as qd
 
@@ -57,7 +58,7 @@ def snapshot(db, milvus: MilvusClient, qdrant: QdrantClient) -> dict:
 
     out = {
         "models": sorted((strip(d) for d in db["models"].find()), key=lambda d: d["_id"]),
-        "users": sorted((d["_id"], d.get("latent_vector"), d.get("model_version")) for d in db["users"].find()),
+        "users": sorted((d["_id"], d.get("latent_vectors")) for d in db["users"].find()),
         "registry": sorted((d["_id"], d["sha256"]) for d in db["lake_partitions"].find({"_id": {"$regex": "^models/"}})),
         "milvus_alias": mv.alias_target(milvus, ALIAS),
         "milvus": {},
@@ -83,7 +84,8 @@ def test_publish_serves_the_model_and_a_rerun_changes_nothing(stores):
     root, db, milvus, qdrant = stores
     summary, out = train_and_publish(root, db, milvus, qdrant, WEEK2)
     version = summary["version"]
-    assert version == PARAMS.version(WEEK2) and summary["reused"] is False
+    assert version == model.plan(db, WEEK2, PARAMS)["version"] and summary["reused"] is False
+    assert version.startswith("20090503_")
     metrics = summary["metrics"]
     # the sample's planted tastes are learnable: ALS at least doubles popularity's ndcg@10
     assert metrics["als"]["ndcg_at_10"] >= 2 * metrics["popularity"]["ndcg_at_10"], metrics
@@ -104,7 +106,7 @@ def test_publish_serves_the_model_and_a_rerun_changes_nothing(stores):
     assert mv.count(milvus, name) == items.num_rows == out["milvus"]["rows"]
     assert qdrant.count(name).count == items.num_rows
     assert out["milvus"]["index"]["index_type"] == "HNSW" and out["milvus"]["recall"] >= 0.8
-    with_vec = db["users"].count_documents({"model_version": version, "latent_vector": {"$exists": True}})
+    with_vec = db["users"].count_documents({f"latent_vectors.{version}": {"$exists": True}})
     assert with_vec == users.num_rows
 
     # a Milvus restart leaves every collection released: serving and a re-run load it again
@@ -146,10 +148,10 @@ def test_backfill_crash_before_the_swap_then_rerun(stores):
     assert mv.alias_target(milvus, ALIAS) == old and qd.alias_target(qdrant, ALIAS) == old
     assert db["models"].find_one({"_id": first["version"]})["status"] == "active"
     assert db["models"].find_one({"_id": second["version"]})["status"] == "candidate"
-    uid = db["users"].find_one({"model_version": second["version"]})["_id"]
-    # a reader pairs the user's vector with its own model's collection, never the other space
-    assert recommend.serving_collection(milvus, second["version"]) == new
-    assert recommend.serving_collection(milvus, first["version"]) == ALIAS
+    uid = db["users"].find_one({f"latent_vectors.{second['version']}": {"$exists": True},
+                                f"latent_vectors.{first['version']}": {"$exists": True}})["_id"]
+    # a reader takes the model from the alias and that model's user vector, never the other space
+    assert recommend.serving_model(milvus) == (first["version"], old)
     assert len(recommend.home(uid, 5, db=db, milvus=milvus, exclude=[])) == 5
 
     train_and_publish(root, db, milvus, qdrant, WEEK2)  # the re-run
@@ -210,3 +212,205 @@ def test_empty_window_is_a_clear_error(stores):
 
     with pytest.raises(EmptyWindow, match="no listens partitions"):
         model.train(root, db, datetime(2001, 1, 7, tzinfo=UTC), PARAMS)
+
+
+def add_late_partition(root, db, day: str = "2009-05-01", rows: int = 200) -> str:
+    """A ``daily`` file landing late beside the import file of ``day`` (inside the window): events of
+    the same users, one second later, ``complete`` — new rows, so the registry gets a new sha256."""
+    src = db["lake_partitions"].find_one({"_id": {"$regex": f"^listens/date={day}/"}})
+    table = pq.read_table(root / src["_id"]).slice(0, rows)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ts = pc.add(table.column("ts"), pa.scalar(1000, pa.duration("ms")))
+    table = table.set_column(table.schema.get_field_index("ts"), "ts", ts.cast(table.schema.field("ts").type))
+    table = table.set_column(table.schema.get_field_index("action"), "action",
+                             pa.array(["complete"] * table.num_rows, pa.string()))
+    rel = f"listens/date={day}/daily.parquet"
+    local = storage.local_path(root).parent / "late.parquet"
+    pq.write_table(table, local)
+    info = storage.publish_file(local, root / rel)
+    registry.record(db, [registry.PartitionRecord(rel, src["dataset"], day, "daily", table.num_rows, info.bytes,
+                                                  info.sha256, "late")])
+    return rel
+
+
+def lake_bytes(root, doc) -> dict[str, bytes]:
+    return {a["path"]: (root / a["path"]).read_bytes() for a in doc["artifacts"]}
+
+
+def test_late_partition_makes_a_new_version_that_the_gate_decides(stores):
+    """A late partition inside the window is a new version; a high ``min_lift`` refuses it and the live
+    model stays byte for byte; the default gate publishes it and keeps the old one for roll-back."""
+    root, db, milvus, qdrant = stores
+    first, _ = train_and_publish(root, db, milvus, qdrant, WEEK2)
+    old_doc = db["models"].find_one({"_id": first["version"]})
+    before, old_bytes = snapshot(db, milvus, qdrant), lake_bytes(root, old_doc)
+
+    add_late_partition(root, db)
+    late = model.train(root, db, WEEK2, PARAMS, run_id="late")
+    assert late["version"] != first["version"] and late["version"].startswith("20090503_")
+    assert late["reused"] is False
+    # no bypass: the refusal is recorded with its numbers on the candidate only
+    with pytest.raises(publish.GateRefused, match="min_lift") as refused:
+        publish.gate(db, late["version"], min_lift=1000.0)
+    assert publish.record_gate(db, refused.value.decision) is True
+    gate_doc = db["models"].find_one({"_id": late["version"]})["gate"]
+    assert gate_doc["passed"] is False and gate_doc["min_lift"] == 1000.0 and gate_doc["ndcg_at_10"] > 0
+    assert gate_doc["active"] == first["version"]
+    after = snapshot(db, milvus, qdrant)
+    assert after["milvus"] == before["milvus"] and after["qdrant"] == before["qdrant"]
+    assert after["users"] == before["users"] and after["milvus_alias"] == before["milvus_alias"]
+    assert db["models"].find_one({"_id": first["version"]}) == old_doc
+    assert lake_bytes(root, old_doc) == old_bytes
+
+    # the same rule for the live version itself: min_lift 1000 refuses it too, and nothing is recorded on it
+    with pytest.raises(publish.GateRefused, match="min_lift") as again:
+        publish.gate(db, first["version"], min_lift=1000.0)
+    assert publish.record_gate(db, again.value.decision) is False
+    assert db["models"].find_one({"_id": first["version"]}) == old_doc
+
+    # a re-run of the live version's training reuses it: nothing is rewritten
+    assert model.train(root, db, WEEK2, PARAMS, run_id="rerun")["reused"] is True
+    assert db["models"].find_one({"_id": first["version"]}) == old_doc
+
+    # through the default gate the late version goes live; the old one is kept for roll-back
+    train_and_publish(root, db, milvus, qdrant, WEEK2)
+    assert mv.alias_target(milvus, ALIAS) == collection_name(late["version"])
+    statuses = {d["_id"]: d["status"] for d in db["models"].find()}
+    assert statuses == {first["version"]: "retired", late["version"]: "active"}
+    assert collection_name(first["version"]) in mv.versions(milvus, ALIAS)
+    assert lake_bytes(root, old_doc) == old_bytes
+
+
+def test_training_twice_on_the_same_inputs_gives_the_same_version(stores):
+    """What ``make run`` twice does: the same lake and params name the same version (reused, not retrained)."""
+    root, db, _, _ = stores
+    a = model.train(root, db, WEEK1, PARAMS, run_id="one")
+    db["models"].delete_many({})  # a fresh store: the name comes from the inputs alone
+    b = model.train(root, db, WEEK1, PARAMS, run_id="two")
+    assert a["version"] == b["version"] and b["reused"] is False
+    assert model.train(root, db, WEEK1, PARAMS, run_id="three")["reused"] is True
+
+
+READERS = 6
+
+
+def read_all(db, milvus, users: list[str], tracks: list[str]) -> dict:
+    """home() and next_song() of a sample of users, as (track_id, rounded score) lists."""
+    out = {}
+    for uid, tid in zip(users, tracks, strict=True):
+        home = recommend.home(uid, 10, db=db, milvus=milvus, exclude=[])
+        nxt = recommend.next_song(uid, tid, 5, db=db, milvus=milvus, exclude=[], content=False)
+        out[uid] = ([(r.track_id, round(r.score, 4)) for r in home], [(r.track_id, round(r.score, 4)) for r in nxt])
+    return out
+
+
+def test_a_kill_at_each_publish_step_serves_the_old_or_the_new_model(stores):
+    """A new version (late partition) is published step by step; after each step — the state a kill there
+    leaves — every reader's home() and next_song() is exactly the old model's answer or exactly the new
+    one's, never a mix. A kill mid-publish and a re-run from the start completes it."""
+    root, db, milvus, qdrant = stores
+    first, _ = train_and_publish(root, db, milvus, qdrant, WEEK2)
+    users = [d["_id"] for d in db["users"].find({f"latent_vectors.{first['version']}": {"$exists": True}},
+                                               sort=[("_id", 1)]).limit(READERS)]
+    items = pq.read_table(root / first["item_factors"]).column("track_id").to_pylist()
+    tracks = items[:READERS]
+    old = read_all(db, milvus, users, tracks)
+
+    add_late_partition(root, db)
+    answers = {}
+    summary = model.train(root, db, WEEK2, PARAMS, run_id="late")  # step "train"
+    answers["train"] = read_all(db, milvus, users, tracks)
+    publish.gate(db, summary["version"])  # step "gate"
+    answers["gate"] = read_all(db, milvus, users, tracks)
+    spec = mv.IndexSpec("HNSW", "IP")
+    names = []
+    state: dict = {}
+    for name, fn in publish.steps(db, root, summary, milvus, qdrant, index=spec):
+        if name == "swap":
+            break  # killed before the swap
+        fn(state)
+        names.append(name)
+        answers[name] = read_all(db, milvus, users, tracks)
+    assert mv.alias_target(milvus, ALIAS) == collection_name(first["version"])
+    # the re-run: training reused, the gate decides again, every step again, readers after each
+    again = model.train(root, db, WEEK2, PARAMS, run_id="rerun")
+    assert again["reused"] is True and again["version"] == summary["version"]
+    publish.gate(db, again["version"])
+    state = {}
+    for name, fn in publish.steps(db, root, again, milvus, qdrant, index=spec):
+        fn(state)
+        names.append(name)
+        answers[f"rerun-{name}"] = read_all(db, milvus, users, tracks)
+    assert names == ["upsert", "index", "mirror", "users"] + [
+        "upsert", "index", "mirror", "users", "swap", "activate", "cleanup"]
+    new = answers["rerun-cleanup"]
+    assert new != old  # the late partition really changed the model
+    flipped = {"rerun-swap", "rerun-activate", "rerun-cleanup"}
+    for step, got in answers.items():
+        for uid in users:
+            assert got[uid] in (old[uid], new[uid]), (step, uid)  # one model per answer, never a mix
+        assert got == (new if step in flipped else old), step
+    assert db["models"].find_one({"_id": summary["version"]})["status"] == "active"
+    assert db["models"].find_one({"_id": first["version"]})["status"] == "retired"
+
+    # a third version prunes the first one's collection and its user vectors with it
+    add_late_partition(root, db, day="2009-04-30")
+    third, _ = train_and_publish(root, db, milvus, qdrant, WEEK2)
+    assert collection_name(first["version"]) not in mv.versions(milvus, ALIAS)
+    assert db["users"].count_documents({f"latent_vectors.{first['version']}": {"$exists": True}}) == 0
+    assert db["users"].count_documents({f"latent_vectors.{summary['version']}": {"$exists": True}}) > 0
+
+
+def test_an_index_change_on_the_live_collection_is_built_off_to_the_side(stores, milvus_uri):
+    """Re-publishing the live version with another index type builds a side collection, verifies it by
+    recall, swaps the alias: a loop of searches meanwhile never fails, and the live collection is never
+    released. The new index serves after the swap."""
+    import threading
+
+    root, db, milvus, qdrant = stores
+    first, _ = train_and_publish(root, db, milvus, qdrant, WEEK2)
+    live = collection_name(first["version"])
+    users = [d["_id"] for d in db["users"].find({f"latent_vectors.{first['version']}": {"$exists": True}}).limit(5)]
+    stop, started = threading.Event(), threading.Event()
+    done, failed = [0], []
+
+    def readers():
+        client = mv.connect(milvus_uri)  # a reader of its own, like a serving process
+        while not stop.is_set():
+            for uid in users:
+                try:
+                    assert len(recommend.home(uid, 10, db=db, milvus=client, exclude=[])) == 10
+                    done[0] += 1
+                except Exception as e:  # noqa: BLE001 - every failure counts
+                    failed.append(repr(e))
+            started.set()
+
+    thread = threading.Thread(target=readers, daemon=True)
+    thread.start()
+    assert started.wait(120)
+    ivf = mv.IndexSpec("IVF_FLAT", "IP", {"nlist": 8})
+    # the live collection's index is never rebuilt in place
+    with pytest.raises(mv.VectorStoreError, match="never rebuilt in place"):
+        mv.ensure_index(milvus, live, ivf)
+    before = done[0]
+    publish.gate(db, first["version"])
+    out = publish.publish(db, root, first, milvus, qdrant, index=ivf)
+    while done[0] < before + 20 and thread.is_alive():  # readers keep going across the swap
+        stop.wait(0.05)
+    stop.set()
+    thread.join(120)
+    assert failed == [] and done[0] >= before + 20
+    side = out["upsert"]["collection"]
+    assert side.startswith(live + "_ix") and out["upsert"]["live"] is False and out["index"]["recall"] >= 0.8
+    assert mv.alias_target(milvus, ALIAS) == side == qd.alias_target(qdrant, ALIAS)
+    assert mv.describe_index(milvus, side)["index_type"] == "IVF_FLAT"
+    assert mv.describe_index(milvus, live)["index_type"] == "HNSW"  # untouched, kept for in-flight readers
+    doc = db["models"].find_one({"_id": first["version"]})
+    assert doc["status"] == "active" and doc["collection"] == side
+    assert recommend.serving_model(milvus) == (first["version"], side)
+    # the same params again: the live side collection is only checked, nothing is written
+    again = publish.publish(db, root, first, milvus, qdrant, index=ivf)
+    assert again["upsert"] == {"collection": side, "live": True, "rows": again["upsert"]["rows"], "deleted": 0,
+                               "written": 0}

@@ -106,7 +106,7 @@ def snapshot(root, db, milvus, qdrant) -> dict:
                                                                                                       "embedding"])),
         "qdrant": sorted((str(p.id), json.dumps(p.payload, sort_keys=True), tuple(p.vector))
                          for p in qdrant.scroll(name, limit=10_000, with_vectors=True)[0]),
-        "users": sorted((d["_id"], d.get("latent_vector"), d.get("model_version")) for d in db["users"].find()),
+        "users": sorted((d["_id"], d.get("latent_vectors")) for d in db["users"].find()),
         "lake": sorted((str(p.relative_to(lake)), p.read_bytes()) for p in lake.rglob("*")
                        if p.is_file() and not str(p.relative_to(lake)).startswith("audit/")),
         "aliases": (mv.alias_target(milvus, ALIAS), publish.qd.alias_target(qdrant, ALIAS)),
@@ -137,13 +137,15 @@ def inject(root, db, milvus, qdrant) -> set[tuple[str, str, str, str]]:
                                                    payload={"track_id": "t0031", "model_version": VERSION})])
     want |= {("als_items", qdr, "orphan", "zz_q"), ("als_items", qdr, "stale", "t0030"),
              ("als_items", qdr, "stale", "t0031")}
-    # users: vector removed, wrong dimension, other version, vectors on users outside the model
-    db["users"].update_one({"_id": "user_001"}, {"$unset": {"latent_vector": "", "model_version": ""}})
-    db["users"].update_one({"_id": "user_002"}, {"$set": {"latent_vector": [0.1] * (DIM + 2)}})
-    db["users"].update_one({"_id": "user_003"}, {"$set": {"latent_vector": [0.1] * (DIM - 1)}})
-    db["users"].update_one({"_id": "user_004"}, {"$set": {"model_version": "19990101_000000"}})
-    db["users"].update_many({"_id": {"$in": ["user_x1", "user_x2"]}},
-                            {"$set": {"latent_vector": [0.0] * DIM, "model_version": VERSION}})
+    # users (latent_vectors.<active version>): vector removed, wrong dimension, another model's values,
+    # vectors on users outside the model; another version's key (roll-back) is not a finding
+    field = f"latent_vectors.{VERSION}"
+    db["users"].update_one({"_id": "user_001"}, {"$unset": {field: ""}})
+    db["users"].update_one({"_id": "user_002"}, {"$set": {field: [0.1] * (DIM + 2)}})
+    db["users"].update_one({"_id": "user_003"}, {"$set": {field: [0.1] * (DIM - 1)}})
+    db["users"].update_one({"_id": "user_004"}, {"$set": {field: [0.7] * DIM}})
+    db["users"].update_one({"_id": "user_005"}, {"$set": {"latent_vectors.19990101_000000": [0.7] * DIM}})
+    db["users"].update_many({"_id": {"$in": ["user_x1", "user_x2"]}}, {"$set": {field: [0.0] * DIM}})
     want |= {("als_users", "mongo:users", "missing", "user_001"),
              ("als_users", "mongo:users", "dimension_mismatch", "user_002"),
              ("als_users", "mongo:users", "dimension_mismatch", "user_003"),
@@ -220,7 +222,7 @@ def test_faults_found_exactly_repaired_in_one_pass_then_clean(stores):
     items = pq.read_table(Path(root.path) / f"models/als/{VERSION}/item_factors.parquet")
     got = {r["track_id"]: r["embedding"] for r in mv.iter_rows(milvus, name, ["track_id", "embedding"])}
     assert set(got) == set(items.column("track_id").to_pylist())
-    assert db["users"].count_documents({"model_version": {"$exists": True}}) == N_USERS
+    assert db["users"].count_documents({f"latent_vectors.{VERSION}": {"$exists": True}}) == N_USERS
     # an independent second audit is clean, and the state of open findings is empty
     again = audit_all(context(root, db, milvus, qdrant, "again"))
     assert [found(p) for p in again] == [set(), set()]
@@ -232,6 +234,24 @@ def test_faults_found_exactly_repaired_in_one_pass_then_clean(stores):
     assert "<svg" in page and "http" not in page.split("<body>")[1].replace("http://www.w3.org/2000/svg", "")
     assert json.loads((Path(root.path) / paths["json"]).read_text())["findings"] == len(want)
     assert "mongo:users" in report.table(doc)
+
+
+def test_repair_guard_compares_versions_and_fingerprints(stores):
+    """The guard refuses when the active model's id changed *or* when the same id now has other artifacts
+    (or inputs, or serving collection) than the audit compared against."""
+    from musicrec.audit import als as als_audit
+
+    root, db, milvus, qdrant = stores
+    [items, users] = als_audit.plans(context(root, db, milvus, qdrant))
+    assert items.guard() is None and users.guard() is None
+    doc = db["models"].find_one({"_id": VERSION})
+    db["models"].update_one({"_id": VERSION}, {"$set": {"artifacts.1.sha256": "0" * 64}})
+    assert "fingerprint" in users.guard() and "fingerprint" in items.guard()
+    db["models"].update_one({"_id": VERSION}, {"$set": {"artifacts": doc["artifacts"]}})
+    assert users.guard() is None
+    db["models"].update_one({"_id": VERSION}, {"$set": {"status": "retired"}})
+    db["models"].insert_one(doc | {"_id": "20090506_abcdef", "status": "active"})
+    assert "changed from" in users.guard()
 
 
 def test_grace_window_keeps_young_orphans(stores):

@@ -286,7 +286,7 @@ def test_next_song_blends_als_and_lyrics_similarity(env):
     mv.ensure_index(milvus, als_name, mv.IndexSpec("HNSW", "IP"))
     mv.swap_alias(milvus, ALS_ALIAS, als_name)
     user = rng.normal(size=4).astype(np.float32)
-    db["users"].insert_one({"_id": "u1", "latent_vector": user.tolist(), "model_version": "1"})
+    db["users"].insert_one({"_id": "u1", "latent_vectors": {"1": user.tolist()}})  # per-version key (issue 14)
 
     got = recommend.next_song("u1", "s01", 5, db=db, milvus=milvus, exclude=[])
     session = 0.7 * user + 0.3 * item_vecs["s01"]

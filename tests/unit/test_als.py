@@ -14,14 +14,27 @@ from musicrec.als.params import AlsParams, collection_name, version_of
 
 # ----------------------------------------------------------------------------- params
 
-def test_version_is_deterministic_and_changes_with_params():
+INPUTS = [{"path": "listens/date=2009-05-01/import-x.parquet", "sha256": "a" * 64},
+          {"path": "listens/date=2009-05-02/import-x.parquet", "sha256": "b" * 64}]
+
+
+def test_version_is_deterministic_and_changes_with_params_and_inputs():
     end = datetime(2009, 5, 3, tzinfo=UTC)
     a, b = AlsParams(), AlsParams()
-    assert a.version(end) == b.version(end)
-    assert a.version(end).startswith("20090503_") and len(a.version(end)) == len("20090503_") + 6
-    assert AlsParams(factors=32).version(end) != a.version(end)
-    assert AlsParams(weights={"skip": 0.1}).version(end) != a.version(end)
-    assert collection_name(a.version(end)) == f"music_collection_v{a.version(end)}"
+    assert a.version(end, INPUTS) == b.version(end, list(reversed(INPUTS)))  # the order of the inputs is not identity
+    v = a.version(end, INPUTS)
+    assert v.startswith("20090503_") and len(v) == len("20090503_") + 6
+    assert AlsParams(factors=32).version(end, INPUTS) != v
+    assert AlsParams(weights={"skip": 0.1}).version(end, INPUTS) != v
+    # a late partition inside the window, or a re-processed day (new bytes, new sha256): a new version
+    late = INPUTS + [{"path": "listens/date=2009-05-02/daily.parquet", "sha256": "c" * 64}]
+    assert a.version(end, late) != v
+    assert a.version(end, [INPUTS[0], {**INPUTS[1], "sha256": "d" * 64}]) != v
+    # the same window end with another window length is another model
+    assert AlsParams(window_days=60).version(end, INPUTS) != v
+    with pytest.raises(ValueError, match="sha256"):
+        a.version(end, [{"path": "listens/date=2009-05-01/x.parquet", "sha256": None}])
+    assert collection_name(v) == f"music_collection_v{v}"
     assert version_of(collection_name("x_1")) == "x_1" and version_of("other") is None
 
 

@@ -2,8 +2,10 @@
 
 Artifacts go to ``models/als/<version>/`` (one writer, atomic replace) and are recorded in
 ``lake_partitions`` with their sha256; the ``models`` document (design §4) is written with status
-``candidate``. A re-run with the same version, inputs and params reuses the artifacts already
-published (nothing is retrained, nothing rewritten), so Mongo and the lake stay identical.
+``candidate``. The version is named by its inputs (``AlsParams.version``: params, window and the
+registry sha256 of every input file), so a re-run on the same inputs reuses the artifacts already
+published (nothing retrained, nothing rewritten) and changed inputs make a new version. A version that
+is ``active`` or ``retired`` is never written again (:class:`ImmutableVersion`).
 """
 
 from __future__ import annotations
@@ -72,10 +74,14 @@ def plan(db: Database, anchor: datetime, params: AlsParams) -> dict[str, Any]:
     """The run's window, version and inputs (small: goes to XCom)."""
     start, end = window_of(anchor, params)
     docs = listens.span_partitions(db, start, end)
-    version = params.version(end)
+    inputs = [{"path": d["_id"], "sha256": d.get("sha256")} for d in docs]
+    version = params.version(end, inputs) if inputs else f"{end:%Y%m%d}_empty"
     return {"version": version, "collection": collection_name(version), "window": {"start": start.isoformat(),
-            "end": end.isoformat()}, "inputs": [{"path": d["_id"], "sha256": d.get("sha256")} for d in docs],
-            "params": params.as_dict()}
+            "end": end.isoformat()}, "inputs": inputs, "params": params.as_dict()}
+
+
+class ImmutableVersion(RuntimeError):
+    """A version that is (or was) live is never written again: its artifacts, document and collection."""
 
 
 def _reusable(db: Database, root: LakePath, info: dict[str, Any]) -> dict[str, Any] | None:
@@ -101,6 +107,13 @@ def train(root: LakePath, db: Database, anchor: datetime, params: AlsParams, *, 
     if existing is not None:
         log.info("model %s already trained on the same inputs and params: reusing its artifacts", version)
         return _summary(existing, reused=True)
+    current = db[MODELS].find_one({"_id": version}, {"status": 1})
+    if current is not None and current.get("status") in ("active", "retired"):
+        # same name = same inputs and params; only damaged artifacts get here, and a live (or rollback)
+        # model is never rewritten in place: the audit reports the damage, an operator decides
+        raise ImmutableVersion(f"model {version} is {current['status']} and its artifacts do not match its "
+                               "document: it is never retrained in place (run store_audit; retrain with "
+                               "other params to get a new version)")
 
     start, end = window_of(anchor, params)
     cut = end - timedelta(days=params.eval_days)
@@ -140,11 +153,11 @@ def train(root: LakePath, db: Database, anchor: datetime, params: AlsParams, *, 
         "artifacts": artifacts, "backend": report["backend"], "matrix": report["matrix"],
         "collection": info["collection"], "trained_at": now, "run_id": run_id,
     }
-    current = db[MODELS].find_one({"_id": version}, {"status": 1})
-    update: dict[str, Any] = {"$set": doc_fields, "$setOnInsert": {"created_at": now}}
-    if current is None or current.get("status") == "retired":
-        update["$set"]["status"] = "candidate"
-    db[MODELS].update_one({"_id": version}, update, upsert=True)
+    # only a candidate (never served) may be rewritten, e.g. after a crash between artifacts and document
+    update: dict[str, Any] = {"$set": doc_fields | {"status": "candidate"}, "$setOnInsert": {"created_at": now}}
+    res = db[MODELS].update_one({"_id": version, "status": {"$nin": ["active", "retired"]}}, update, upsert=True)
+    if not res.upserted_id and not res.matched_count:  # pragma: no cover - a concurrent activation
+        raise ImmutableVersion(f"model {version} became live while it was being trained")
     return _summary(db[MODELS].find_one({"_id": version}), reused=False)
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 DEFAULT_WEIGHTS = {"complete": 1.0, "listen": 0.5, "skip": 0.0}
 CONFIDENCE = ("linear", "log")
 BACKENDS = ("auto", "implicit", "implicit-cpu", "implicit-gpu", "torch", "torch-cpu", "torch-cuda")
 ALIAS = "music_collection"
+USER_VECTORS = "latent_vectors"  # users.latent_vectors.<version>: the user's vector in each published model
+VERSION_HEX = 6  # hex digits of the identity digest in a version name (the documented format)
 
 
 @dataclass(frozen=True)
@@ -76,18 +80,48 @@ class AlsParams:
         blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def version(self, window_end: datetime) -> str:
-        """``<YYYYMMDD of the window end>_<6 hex of the params hash>``: a re-run rebuilds the same name."""
-        return f"{window_end:%Y%m%d}_{self.digest()[:6]}"
+    def version(self, window_end: datetime, inputs: Sequence[Mapping[str, Any]]) -> str:
+        """``<YYYYMMDD of the window end>_<6 hex of the identity digest>``: the digest covers the params,
+        the window and every input file's registry sha256 (:func:`identity_digest`), so the same inputs
+        rebuild the same name and a late partition or a re-processed day makes a new version."""
+        return f"{window_end:%Y%m%d}_{identity_digest(self, window_end, inputs)[:VERSION_HEX]}"
 
     def with_(self, **changes: Any) -> AlsParams:
         return replace(self, **changes)
 
 
-def collection_name(version: str, alias: str = ALIAS) -> str:
-    return f"{alias}_v{version}"
+def identity_digest(params: AlsParams, window_end: datetime, inputs: Sequence[Mapping[str, Any]]) -> str:
+    """sha256 over (params, window start/end, sorted (path, sha256) of the inputs): what a model *is*.
+
+    A file whose bytes changed (a re-processed day, a late ``daily`` file beside an import file) changes
+    its sha256 and so the digest; an input without a registry sha256 is an error, since the version
+    could not tell two different files apart."""
+    missing = [i.get("path") for i in inputs if not i.get("sha256")]
+    if missing:
+        raise ValueError(f"inputs without a registry sha256 (cannot name the version by its inputs): {missing[:5]}")
+    end = window_end.astimezone(UTC) if window_end.tzinfo else window_end.replace(tzinfo=UTC)
+    start = end - timedelta(days=params.window_days)
+    blob = json.dumps({"params": params.as_dict(), "window": [start.isoformat(), end.isoformat()],
+                       "inputs": sorted([str(i["path"]), str(i["sha256"])] for i in inputs)},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+INDEX_TAG = re.compile(r"_ix[0-9a-f]{6}$")
+
+
+def collection_name(version: str, alias: str = ALIAS, index_tag: str | None = None) -> str:
+    """``<alias>_v<version>``; a side build for an index change of a live version adds ``_ix<6 hex>``."""
+    return f"{alias}_v{version}" + (f"_ix{index_tag}" if index_tag else "")
 
 
 def version_of(collection: str, alias: str = ALIAS) -> str | None:
+    """The model version a physical collection holds (``_ix<hex>`` side builds hold the same version)."""
     prefix = f"{alias}_v"
-    return collection[len(prefix):] if collection.startswith(prefix) else None
+    return INDEX_TAG.sub("", collection[len(prefix):]) if collection.startswith(prefix) else None
+
+
+def user_vector_field(version: str) -> str:
+    """The ``users`` field holding a user's vector of model ``version`` (one key per version, so a
+    publish writes the new model's vectors beside the live ones and the alias swap flips both)."""
+    return f"{USER_VECTORS}.{version}"

@@ -5,17 +5,21 @@
   vector bytes>`` — the version comes from the collection name (Milvus) or the point payload
   (Qdrant); the vector digest catches a vector overwritten in place. Plus structural checks: the
   collection exists, has the model's dimension, and the ``music_collection`` alias points at it.
-* ``als_users``: every user of the ``user_factors`` artifact has ``latent_vector`` (the model's
-  dimension, the artifact's values) and ``model_version``; every other user has neither.
+* ``als_users``: every user of the ``user_factors`` artifact has ``latent_vectors.<active version>``
+  (the model's dimension, the artifact's values); no other user has that key. Other versions' keys
+  (the previous model, kept for roll-back; a candidate mid-publish) are not this scope's business.
   Fingerprint ``<version>:<dim>:<digest>``; a length difference is a ``dimension_mismatch``.
 
-Repair writes from the artifact (Milvus/Qdrant subset upserts, ``users`` ``$set``), deletes orphans
-(``$unset`` for users) and rebuilds a missing collection or a wrong alias with the ALS publish
-helpers. It refuses to act when the active model changed since the audit listed the stores.
+The serving collection is the model document's ``collection`` (an index change swaps in a side
+collection ``..._ix<hex>``). Repair writes from the artifact (Milvus/Qdrant subset upserts, ``users``
+``$set``), deletes orphans (``$unset`` for users) and rebuilds a missing collection or a wrong alias
+with the ALS publish helpers. It refuses to act when the active model changed since the audit listed
+the stores — its version *or* its fingerprint (artifacts' sha256, inputs, serving collection).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -30,8 +34,9 @@ import xxhash
 from pymongo.database import Database
 from qdrant_client import models
 
+from musicrec import registry
 from musicrec.als import publish
-from musicrec.als.params import ALIAS, collection_name
+from musicrec.als.params import ALIAS, USER_VECTORS, collection_name, user_vector_field
 from musicrec.audit.core import (
     MILVUS_PAGE,
     QDRANT_PAGE,
@@ -93,12 +98,19 @@ def plans(ctx: AuditContext) -> list[ScopePlan]:
     version = doc["_id"]
     dim = int(doc["params"]["factors"])
     arts = {a["kind"]: a["path"] for a in doc.get("artifacts", [])}
-    info = {"model": version, "collection": collection_name(version), "dim": dim}
+    name = doc.get("collection") or collection_name(version)
+    info = {"model": version, "collection": name, "dim": dim}
+    seen = model_fingerprint(doc, ctx)
 
     def guard() -> str | None:
         now = publish.active_model(db)
-        return None if now is not None and now["_id"] == version else (
-            f"the active ALS model changed from {version} to {now and now['_id']} since the audit: not repairing")
+        if now is None or now["_id"] != version:
+            return (f"the active ALS model changed from {version} to {now and now['_id']} since the audit: "
+                    "not repairing")
+        if (fp := model_fingerprint(now, ctx)) != seen:
+            return (f"the active ALS model {version} changed since the audit (fingerprint {seen[:12]} -> {fp[:12]}: "
+                    "artifacts, inputs or serving collection): not repairing")
+        return None
 
     out = []
     for scope, kind in (("als_items", "item_factors"), ("als_users", "user_factors")):
@@ -112,7 +124,7 @@ def plans(ctx: AuditContext) -> list[ScopePlan]:
                 Finding(scope, "lake", "missing", rel or f"{version}/{kind}",
                         detail=f"model {version}: the {kind} artifact is not in the lake; see the lake scope")]))
             continue
-        plan = _items(ctx, version, dim, path) if scope == "als_items" else _users(ctx, version, dim, path)
+        plan = _items(ctx, version, dim, path, name) if scope == "als_items" else _users(ctx, version, dim, path)
         plan.info = info | {"artifact": rel}
         plan.guard = guard
         out.append(plan)
@@ -121,9 +133,20 @@ def plans(ctx: AuditContext) -> list[ScopePlan]:
 
 # ----------------------------------------------------------------------------- items
 
-def _items(ctx: AuditContext, version: str, dim: int, path: Path) -> ScopePlan:
+def model_fingerprint(doc: dict[str, Any], ctx: AuditContext) -> str:
+    """What the audit compared against: the artifacts' sha256 (registry and document), the inputs' and the
+    serving collection. Equal version ids with another fingerprint mean the model was touched meanwhile
+    (the repair guard). Alias targets are left out: the repair itself may fix a wrong alias."""
+    arts = sorted((a["path"], a.get("sha256"), (registry.get(ctx.db, a["path"]) or {}).get("sha256"))
+                  for a in doc.get("artifacts", []))
+    blob = json.dumps({"artifacts": arts, "collection": doc.get("collection"),
+                       "inputs": sorted((i["path"], i.get("sha256")) for i in doc.get("inputs", []))},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _items(ctx: AuditContext, version: str, dim: int, path: Path, name: str) -> ScopePlan:
     scope = "als_items"
-    name = collection_name(version)
     plan = ScopePlan(scope, expected_name=f"lake:{path.name}",
                      expected=lambda: _parquet_pairs(path, "track_id", version),
                      expected_lookup=lambda ids: _subset_lookup(path, "track_id", version, ids))
@@ -195,7 +218,7 @@ def _qdrant_target(ctx: AuditContext, plan: ScopePlan, version: str, dim: int, n
     alias_store = f"qdrant:alias {ALIAS}"
     check_collection(plan, store, name, exists=client.collection_exists(name), dim=dim,
                      have_dim=lambda: getattr(client.get_collection(name).config.params.vectors, "size", None),
-                     rebuild=lambda: publish.publish_qdrant(client, ctx.root, version, _rel(plan)),
+                     rebuild=lambda: publish.publish_qdrant(client, ctx.root, version, _rel(plan), name),
                      hint="re-run als_training with force=true")
     check_alias(plan, alias_store, ALIAS, name, qd.alias_target(client, ALIAS),
                 lambda: qd.swap_alias(client, ALIAS, name))
@@ -227,32 +250,31 @@ def _qdrant_target(ctx: AuditContext, plan: ScopePlan, version: str, dim: int, n
 
 # ----------------------------------------------------------------------------- users
 
-def _user_fp(doc: dict[str, Any]) -> str:
-    vec = doc.get("latent_vector")
-    return f"{doc.get('model_version')}:{len(vec) if vec is not None else None}:{digest(vec) if vec else None}"
+def _user_fp(doc: dict[str, Any], version: str) -> str:
+    vec = (doc.get(USER_VECTORS) or {}).get(version)
+    return f"{version}:{len(vec) if vec is not None else None}:{digest(vec) if vec else None}"
 
 
 def _dims(expected: str, actual: str) -> str:
     return "dimension_mismatch" if expected.split(":")[1] != actual.split(":")[1] else "stale"
 
 
-HAS_VECTOR = {"$or": [{"latent_vector": {"$exists": True}}, {"model_version": {"$exists": True}}]}
-
-
 def _users(ctx: AuditContext, version: str, dim: int, path: Path) -> ScopePlan:
     db: Database = ctx.db
     prefix = f"{version}:{dim}"
     store = "mongo:users"
+    field = user_vector_field(version)
+    has_vector = {field: {"$exists": True}}
 
     def stream():
-        for d in db[USERS].find(HAS_VECTOR, {"latent_vector": 1, "model_version": 1}, batch_size=2000):
-            yield d["_id"], _user_fp(d)
+        for d in db[USERS].find(has_vector, {field: 1}, batch_size=2000):
+            yield d["_id"], _user_fp(d, version)
 
     def lookup(ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         for part in chunks(ids):
-            for d in db[USERS].find({"_id": {"$in": part}, **HAS_VECTOR}, {"latent_vector": 1, "model_version": 1}):
-                out[d["_id"]] = _user_fp(d)
+            for d in db[USERS].find({"_id": {"$in": part}, **has_vector}, {field: 1}):
+                out[d["_id"]] = _user_fp(d, version)
         return out
 
     def upsert(ids: list[str]) -> dict[str, list[str]]:
@@ -264,7 +286,7 @@ def _users(ctx: AuditContext, version: str, dim: int, path: Path) -> ScopePlan:
 
     def delete(ids: list[str]) -> dict[str, list[str]]:
         for part in chunks(ids):
-            db[USERS].update_many({"_id": {"$in": part}}, {"$unset": {"latent_vector": "", "model_version": ""}})
+            db[USERS].update_many({"_id": {"$in": part}}, {"$unset": {field: ""}})
         return {"unset_latent_vector": ids}
 
     plan = ScopePlan("als_users", expected_name=f"lake:{path.name}",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ from musicrec.vectors import qdrant as qd
 log = logging.getLogger(__name__)
 
 SONGS = "songs"
+INDEX_TAG = re.compile(r"_ix[0-9a-f]{6}$")
 IN_CHUNK = 500
 
 
@@ -170,25 +172,95 @@ def iter_run_tables(db: Database, root: LakePath, model_slug: str, run_id: str) 
         yield rel, store.read_delta(root, rel)
 
 
-def upsert_run_milvus(client, db: Database, root: LakePath, info: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """The run's parts → the Milvus collection (created with the model's dim/sparse even when empty)."""
-    name = info["collection"]
+def placement(client, info: dict[str, Any], dense_index: mv.IndexSpec | None = None) -> dict[str, Any]:
+    """Where this run's vectors go (issue 14): the alias target when it holds this model with the
+    requested dense index (upserts into a live collection never release it); a new physical collection
+    ``..._ix<tag>`` when the live one has another dense index (built complete, indexed, verified, then
+    swapped by :func:`activate`); else the model's plain collection (a model change)."""
+    slug = info["model_slug"]
+    spec = dense_index or mv.IndexSpec(*store.INDEXES[store.DENSE][:2], dict(store.INDEXES[store.DENSE][2]))
+    target = mv.alias_target(client, store.ALIAS)
+    if store.is_collection_of(target, slug):
+        current = mv.describe_index(client, target, store.DENSE)
+        if current is None or mv.same_index(current, spec):
+            return {"collection": target, "side": False}
+        from musicrec.als.publish import index_tag
+
+        return {"collection": store.collection_name(slug, index_tag(spec)), "side": True, "replaces": target}
+    return {"collection": store.collection_name(slug), "side": False}
+
+
+def current_tables(db: Database, root: LakePath, model_id: str) -> Iterator[Any]:
+    """Every stamped vector of ``model_id``: each song's row of the delta file ``songs.embedding.shard``
+    names (what a new physical collection must hold before this run's parts)."""
+    shards: dict[str, list[str]] = {}
+    for d in db[SONGS].find({"embedding.model_id": model_id, "lyrics.status": "found"}, {"embedding.shard": 1}):
+        shards.setdefault(d["embedding"]["shard"], []).append(d["_id"])
+    for shard, ids in sorted(shards.items()):
+        for start in range(0, len(ids), 5000):
+            yield store.read_delta(root, shard, ids[start:start + 5000])
+
+
+def upsert_run_milvus(client, db: Database, root: LakePath, info: dict[str, Any], run_id: str, *,
+                      dense_index: mv.IndexSpec | None = None) -> dict[str, Any]:
+    """The run's parts → the Milvus collection of :func:`placement` (created with the model's dim/sparse
+    even when empty); a new physical collection first gets every current vector of the model."""
+    where = placement(client, info, dense_index)
+    name = where["collection"]
     store.ensure_milvus_collection(client, name, int(info["dim"]), bool(info["sparse"]))
-    rows = parts = 0
+    rows = parts = backfilled = 0
+    if where["side"]:
+        for table in current_tables(db, root, info["model_id"]):
+            backfilled += store.upsert_milvus(client, name, table)
     for _rel, table in iter_run_tables(db, root, info["model_slug"], run_id):
         rows += store.upsert_milvus(client, name, table)
         parts += 1
-    return {"collection": name, "rows": rows, "parts": parts}
+    return where | {"rows": rows, "parts": parts, "backfilled": backfilled}
 
 
 def upsert_run_qdrant(client, db: Database, root: LakePath, info: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The run's parts → the Qdrant mirror collection of the same name (``info["collection"]``); a new
+    physical collection first gets every current vector of the model."""
     name = info["collection"]
-    qd.ensure_collection(client, name, int(info["dim"]), "IP")
+    created = qd.ensure_collection(client, name, int(info["dim"]), "IP")
     rows = written = 0
+    if created and info.get("side"):
+        for table in current_tables(db, root, info["model_id"]):
+            written += store.upsert_qdrant(client, name, table)
     for _rel, table in iter_run_tables(db, root, info["model_slug"], run_id):
         written += store.upsert_qdrant(client, name, table)
         rows += table.num_rows
     return {"collection": name, "rows": rows, "written": written}
+
+
+def verify_dense(client, db: Database, root: LakePath, info: dict[str, Any], run_id: str, *, queries: int = 16,
+                 min_recall: float = 0.8) -> float:
+    """Recall@k of the dense index of ``info["collection"]`` against exact search over the model's
+    current vectors (the same check the ALS publish makes before a swap)."""
+    tables = list(current_tables(db, root, info["model_id"])) + [
+        t for _rel, t in iter_run_tables(db, root, info["model_slug"], run_id)]
+    if not tables:
+        return 1.0
+    ids: list[str] = []
+    mats = []
+    for t in tables:
+        ids.extend(t.column(store.ID_FIELD).to_pylist())
+        mats.append(store.dense_matrix(t))
+    uniq = dict(zip(ids, np.vstack(mats), strict=True))
+    keys, mat = list(uniq), np.vstack(list(uniq.values()))
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(keys), size=min(queries, len(keys)), replace=False)
+    k = min(10, len(keys))
+    res = client.search(info["collection"], data=mat[picks].tolist(), limit=k, anns_field=store.DENSE,
+                        search_params={"metric_type": "IP", "params": {"ef": 64}}, output_fields=[store.ID_FIELD],
+                        consistency_level="Strong")
+    exact = np.argsort(-(mat[picks] @ mat.T), axis=1, kind="stable")[:, :k]
+    hits = sum(len({keys[i] for i in row} & {h.get("id") or h["entity"][store.ID_FIELD] for h in found})
+               for row, found in zip(exact, res, strict=True))
+    recall = hits / (len(picks) * k)
+    if recall < min_recall:
+        raise mv.VectorStoreError(f"{info['collection']}: dense recall@{k} {recall:.2f} < {min_recall}")
+    return recall
 
 
 def build_indexes(client, collection: str, *, dense_index: mv.IndexSpec | None = None,
@@ -212,13 +284,18 @@ def build_indexes(client, collection: str, *, dense_index: mv.IndexSpec | None =
 
 # ----------------------------------------------------------------------------- 3. activate
 
-def activate(db: Database, milvus, qdrant, info: dict[str, Any]) -> dict[str, Any]:
-    """Record the model and point the alias at its collection (Milvus, then the Qdrant mirror)."""
+def activate(db: Database, milvus, qdrant, info: dict[str, Any], *, root: LakePath | None = None,
+             run_id: str = "") -> dict[str, Any]:
+    """Record the model and point the alias at its collection (Milvus, then the Qdrant mirror); the
+    collection it replaced is dropped by :func:`drop_replaced` after the stamp, never while it is served."""
     now = datetime.now(UTC)
     slug, name = info["model_slug"], info["collection"]
     have = store.collection_info(milvus, name)
     if have["dim"] != int(info["dim"]):
         raise mv.DimensionMismatch(f"{name} has dim {have['dim']}, the model has {info['dim']}")
+    recall = None
+    if info.get("side") and root is not None:  # a rebuilt index proves itself before it takes the alias
+        recall = verify_dense(milvus, db, root, info, run_id)
     doc_id = store.model_doc_id(slug)
     fields = {"kind": store.MODEL_KIND, "model": info["model"], "model_id": info["model_id"], "dim": int(info["dim"]),
               "sparse": bool(info["sparse"]), "collection": name, "alias": store.ALIAS,
@@ -232,7 +309,7 @@ def activate(db: Database, milvus, qdrant, info: dict[str, Any]) -> dict[str, An
     previous = mv.swap_alias(milvus, store.ALIAS, name)
     q_previous = qd.swap_alias(qdrant, store.ALIAS, name) if qdrant is not None else None
     return {"model": doc_id, "collection": name, "previous": previous, "qdrant_previous": q_previous,
-            "retired": retired}
+            "retired": retired, "recall": recall}
 
 
 # ----------------------------------------------------------------------------- 4. stamp
@@ -281,8 +358,28 @@ def prune(db: Database, milvus, qdrant, collection: str, model_id: str) -> dict[
     unset = db[SONGS].update_many({"embedding": {"$exists": True}, "lyrics.status": {"$ne": "found"}},
                                   {"$unset": {"embedding": ""}, "$set": {"updated_at": datetime.now(UTC)}}
                                   ).modified_count
+    dropped = drop_replaced(milvus, qdrant, collection)
     log.info("prune %s: %d stale ids deleted (Milvus had %d, Qdrant %d), embedding unset on %d songs", collection,
              len(extra), len(in_milvus), len(in_qdrant), unset)
     return {"deleted": len(extra), "unset": unset, "milvus_deleted": deleted["milvus"],
             "qdrant_deleted": deleted["qdrant"], "milvus_rows": len(in_milvus - extra),
-            "qdrant_points": len(in_qdrant - extra)}
+            "qdrant_points": len(in_qdrant - extra), "dropped": dropped}
+
+
+def drop_replaced(milvus, qdrant, serving: str) -> list[str]:
+    """Drop the older physical collections of the serving model (an index change's predecessors): never
+    the alias target, never another model's collection (a model switch keeps the old one for roll-back)."""
+    base = INDEX_TAG.sub("", serving)
+    dropped = []
+    target = mv.alias_target(milvus, store.ALIAS)
+    for name in milvus.list_collections():
+        if name != serving and name != target and (name == base or name.startswith(base + "_ix")):
+            milvus.drop_collection(name)
+            dropped.append(name)
+    if qdrant is not None:
+        q_target = qd.alias_target(qdrant, store.ALIAS)
+        for c in qdrant.get_collections().collections:
+            if c.name != serving and c.name != q_target and (c.name == base or c.name.startswith(base + "_ix")):
+                qdrant.delete_collection(c.name)
+                dropped.append(f"qdrant:{c.name}")
+    return dropped

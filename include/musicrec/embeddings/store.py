@@ -61,8 +61,16 @@ IN_CHUNK = 500
 
 # ----------------------------------------------------------------------------- names
 
-def collection_name(model_slug: str) -> str:
-    return f"{ALIAS}_{model_slug}"
+def collection_name(model_slug: str, index_tag: str | None = None) -> str:
+    """``lyrics_embeddings_<slug>``; a dense-index change of the live collection is built on a new
+    physical collection ``..._ix<6 hex of the index spec>`` and swapped in behind the alias."""
+    return f"{ALIAS}_{model_slug}" + (f"_ix{index_tag}" if index_tag else "")
+
+
+def is_collection_of(name: str | None, model_slug: str) -> bool:
+    """Whether physical collection ``name`` holds model ``model_slug`` (plain or an ``_ix`` rebuild)."""
+    plain = collection_name(model_slug)
+    return name is not None and (name == plain or (name.startswith(plain + "_ix") and len(name) == len(plain) + 9))
 
 
 def model_doc_id(model_slug: str) -> str:

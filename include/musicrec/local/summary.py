@@ -54,7 +54,8 @@ def collect_models(mongo_uri: str, milvus_uri: str, k: int = 10) -> dict[str, An
                                "lyrics": status_counts(db)}
         if out["model"] is None:
             return out
-        user = db["users"].find_one({"model_version": out["model"]["_id"]}, {"_id": 1}, sort=[("_id", 1)])
+        user = db["users"].find_one({f"latent_vectors.{out['model']['_id']}": {"$exists": True}}, {"_id": 1},
+                                    sort=[("_id", 1)])
         if user is not None:
             from upath import UPath
 

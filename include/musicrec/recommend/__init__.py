@@ -7,9 +7,10 @@
   embeddings (issue 5) blended with lyrics similarity: 0.6·minmax(ALS) + 0.4·minmax(lyrics).
 * ``hybrid.search(text, k)``: dense + sparse + BM25 lyrics search fused by reciprocal rank.
 
-A user vector is only ever searched against its own model's collection: the alias' target when the
-user's ``model_version`` matches it, else that version's collection while it still exists (a publish
-in progress). Vectors from different models are never mixed.
+The serving model is the one the ``music_collection`` alias points at, read once per request: its
+version comes from the target's name, the user's vector from ``users.latent_vectors.<that version>``,
+and the search runs on that physical collection (not the alias, which may be swapped meanwhile). So a
+request sees the old model or the new one, never a mix, at every moment of a publish.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from pymongo.database import Database
 
-from musicrec.als.params import ALIAS, collection_name, version_of
+from musicrec.als.params import ALIAS, USER_VECTORS, user_vector_field, version_of
 from musicrec.catalog import listens
 from musicrec.lake.storage import LakePath
 from musicrec.recommend import hybrid
@@ -43,25 +44,25 @@ class Recommendation:
     artist: str | None = None
 
 
-def user_vector(db: Database, user_id: str) -> tuple[np.ndarray, str]:
-    doc = db["users"].find_one({"_id": user_id}, {"latent_vector": 1, "model_version": 1})
+def serving_model(client, alias: str = ALIAS) -> tuple[str, str]:
+    """(version, physical collection) the alias points at now (loaded)."""
+    target = mv.alias_target(client, alias)
+    version = version_of(target, alias) if target else None
+    if target is None or version is None:
+        raise NoRecommendations(f"no model is served (alias {alias} -> {target})")
+    mv.ensure_loaded(client, target)
+    return version, target
+
+
+def user_vector(db: Database, user_id: str, version: str) -> np.ndarray:
+    """The user's vector in model ``version`` (``users.latent_vectors.<version>``)."""
+    doc = db["users"].find_one({"_id": user_id}, {user_vector_field(version): 1})
     if doc is None:
         raise NoRecommendations(f"unknown user {user_id!r}")
-    if not doc.get("latent_vector") or not doc.get("model_version"):
-        raise NoRecommendations(f"user {user_id!r} has no vector in the active model")
-    return np.asarray(doc["latent_vector"], dtype=np.float32), doc["model_version"]
-
-
-def serving_collection(client, version: str, alias: str = ALIAS) -> str:
-    target = mv.alias_target(client, alias)
-    if target is not None and version_of(target, alias) == version:
-        mv.ensure_loaded(client, target)
-        return alias
-    own = collection_name(version, alias)
-    if client.has_collection(own):
-        mv.ensure_loaded(client, own)
-        return own
-    raise NoRecommendations(f"model {version} is no longer served (alias {alias} -> {target})")
+    vec = (doc.get(USER_VECTORS) or {}).get(version)
+    if not vec:
+        raise NoRecommendations(f"user {user_id!r} has no vector in the served model {version}")
+    return np.asarray(vec, dtype=np.float32)
 
 
 def played_tracks(root: LakePath, db: Database, user_id: str, version: str) -> set[str]:
@@ -108,8 +109,8 @@ def home(user_id: str, k: int = 10, *, db: Database, milvus, root: LakePath | No
          exclude: Iterable[str] | None = None) -> list[Recommendation]:
     """Top-k tracks for the user's home screen. ``exclude`` overrides reading the played tracks
     from the lake (pass ``root`` to read them)."""
-    vector, version = user_vector(db, user_id)
-    collection = serving_collection(milvus, version)
+    version, collection = serving_model(milvus)
+    vector = user_vector(db, user_id, version)
     skip = set(exclude) if exclude is not None else (played_tracks(root, db, user_id, version) if root else set())
     return _with_titles(db, _search(milvus, collection, vector, k, skip))
 
@@ -121,8 +122,8 @@ def next_song(user_id: str, current_track_id: str, k: int = 10, *, db: Database,
     lyrics collection holds the current track) the lyrics-similarity term —
     score = 0.6·minmax(ALS) + 0.4·minmax(lyrics similarity) over the union of both candidate sets
     (``candidates`` each, default max(50, 5k)); a candidate missing from one side gets that side's minimum."""
-    vector, version = user_vector(db, user_id)
-    collection = serving_collection(milvus, version)
+    version, collection = serving_model(milvus)
+    vector = user_vector(db, user_id, version)
     rows = milvus.query(collection, ids=[current_track_id], output_fields=[mv.VECTOR_FIELD])
     if not rows:
         raise NoRecommendations(f"track {current_track_id!r} is not in model {version}")

@@ -186,6 +186,11 @@ def ensure_index(client: MilvusClient, name: str, spec: IndexSpec, *, field: str
                                f"use one of {sorted(LITE_BUILT_INDEXES)}")
     current = _describe_index(client, name, field)
     if current is not None and not _same_index(current, spec):
+        if aliases_of(client, name):
+            # re-creating an index releases the collection: readers of the alias would fail meanwhile
+            raise VectorStoreError(f"{name} is the target of alias(es) {aliases_of(client, name)}: its index "
+                                   f"{current.get('index_type')} is never rebuilt in place; build the new index "
+                                   "on a new collection and swap the alias")
         log.info("%s: index %s differs from %s: re-creating it", name, current, spec)
         client.release_collection(name)
         client.drop_index(name, index_name=current.get("index_name", field))
@@ -215,6 +220,21 @@ def ensure_index(client: MilvusClient, name: str, spec: IndexSpec, *, field: str
     if "Loaded" not in str(state):
         raise VectorStoreError(f"{name}: load state {state} after load_collection")
     return desc
+
+
+def aliases_of(client: MilvusClient, name: str) -> list[str]:
+    """The aliases pointing at collection ``name``."""
+    return list(client.list_aliases(collection_name=name).get("aliases") or [])
+
+
+def describe_index(client: MilvusClient, name: str, field: str = VECTOR_FIELD) -> dict[str, Any] | None:
+    """The description of ``field``'s index in ``name``, None when it has none."""
+    return _describe_index(client, name, field)
+
+
+def same_index(desc: dict[str, Any], spec: IndexSpec) -> bool:
+    """Whether an index description matches ``spec`` (type, metric, and the params the server reports)."""
+    return _same_index(desc, spec)
 
 
 def _describe_index(client: MilvusClient, name: str, field: str) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from musicrec.als import model, publish
 from musicrec.als.params import AlsParams
+from musicrec.vectors import milvus as mv
 from musicrec_airflow.anchor import run_anchor
 from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.milvus import MilvusHook
@@ -64,6 +66,38 @@ class _AlsStep(BaseOperator):
     def qdrant(self):
         return QdrantLocalHook(conn_id=self.qdrant_conn_id).get_conn()
 
+    def collection(self, context: Any, summary: dict[str, Any]) -> str:
+        """The physical collection chosen by ``milvus_upsert`` (a side build on an index change)."""
+        placed = context["ti"].xcom_pull(task_ids="milvus_upsert")
+        return (placed or {}).get("collection") or summary["collection"]
+
+
+def index_spec(params: dict[str, Any]) -> mv.IndexSpec:
+    raw = params.get("index_params")
+    parsed = json.loads(raw) if isinstance(raw, str) and raw.strip() else (raw or None)
+    return mv.IndexSpec(str(params.get("index_type") or "HNSW"), "IP", parsed)
+
+
+class AlsMilvusUpsertOperator(_AlsStep):
+    """The item vectors → the version's collection; a live version is only checked; an index change on
+    the live version goes to a side collection (``publish.placement``)."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        s = self.summary(context)
+        out = publish.publish_vectors(MilvusHook(self.milvus_conn_id).conn, lake_root(), s["version"],
+                                      s["item_factors"], index=index_spec(context["params"]))
+        self.log.info("placement: %s", out)
+        return out
+
+
+class AlsMilvusIndexOperator(_AlsStep):
+    """Build (or keep) the index of the chosen collection, verify it by recall against exact search, load."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        s = self.summary(context)
+        return publish.publish_index(MilvusHook(self.milvus_conn_id).conn, lake_root(), self.collection(context, s),
+                                     s["item_factors"], index=index_spec(context["params"]))
+
 
 class AlsGateOperator(_AlsStep):
     """Publishes only when ALS ndcg@10 >= min_lift × popularity and >= the active model's − tolerance,
@@ -77,12 +111,10 @@ class AlsGateOperator(_AlsStep):
             decision = publish.gate(db, summary["version"], min_lift=float(p.get("min_lift", 1.1)),
                                     tolerance=float(p.get("tolerance", 0.02)), force=truthy(p.get("force")))
         except publish.GateRefused as refused:
-            db[model.MODELS].update_one({"_id": summary["version"]},
-                                        {"$set": {"gate": {"passed": False, "reason": str(refused)}}})
+            publish.record_gate(db, refused.decision)
+            self.log.info("gate refused: %s", refused.decision)
             raise AirflowSkipException(f"gate: not publishing {summary['version']}: {refused}") from None
-        if not decision.get("rerun"):  # a re-run keeps the decision that published it
-            db[model.MODELS].update_one({"_id": summary["version"]},
-                                        {"$set": {"gate": {"passed": True, "reason": decision["reason"]}}})
+        publish.record_gate(db, decision)
         self.log.info("gate passed: %s", decision)
         return decision
 
@@ -92,7 +124,8 @@ class QdrantMirrorOperator(_AlsStep):
 
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.summary(context)
-        return publish.publish_qdrant(self.qdrant(), lake_root(), s["version"], s["item_factors"])
+        return publish.publish_qdrant(self.qdrant(), lake_root(), s["version"], s["item_factors"],
+                                      self.collection(context, s))
 
 
 class AlsPublishUsersOperator(_AlsStep):
@@ -107,7 +140,8 @@ class AlsSwapAliasOperator(_AlsStep):
 
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.summary(context)
-        return publish.swap_aliases(MilvusHook(self.milvus_conn_id).conn, self.qdrant(), s["version"], s["factors"])
+        return publish.swap_aliases(MilvusHook(self.milvus_conn_id).conn, self.qdrant(), s["version"], s["factors"],
+                                    self.collection(context, s))
 
 
 class AlsActivateOperator(_AlsStep):
@@ -117,6 +151,6 @@ class AlsActivateOperator(_AlsStep):
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.summary(context)
         db = mongo_database(self.mongo_conn_id)
-        out = publish.activate(db, s["version"])
+        out = publish.activate(db, s["version"], self.collection(context, s))
         out["dropped"] = publish.cleanup(db, MilvusHook(self.milvus_conn_id).conn, self.qdrant(), s["version"])
         return out

@@ -63,6 +63,10 @@ class _LyricsStep(BaseOperator):
         info = context["ti"].xcom_pull(task_ids=self.embed_task_id)
         if not info:
             raise ValueError(f"no result from task {self.embed_task_id}")
+        # where milvus_upsert put the vectors: a new physical collection when the dense index changed
+        placed = context["ti"].xcom_pull(task_ids="milvus_upsert") or {}
+        if placed.get("collection"):
+            info = info | {"collection": placed["collection"], "side": bool(placed.get("side"))}
         return info
 
     def qdrant(self):
@@ -83,7 +87,7 @@ class LyricsActivateOperator(_LyricsStep):
 
     def execute(self, context: Any) -> dict[str, Any]:
         return embed.activate(mongo_database(self.mongo_conn_id), MilvusHook(self.milvus_conn_id).conn,
-                              self.qdrant(), self.info(context))
+                              self.qdrant(), self.info(context), root=lake_root(), run_id=context["run_id"])
 
 
 class LyricsStampOperator(_LyricsStep):

@@ -26,17 +26,21 @@ class MilvusUpsertOperator(BaseOperator):
     ``collection`` (created when missing: VARCHAR pk + FLOAT_VECTOR), then delete keys the file lacks.
 
     With ``delta_task_id`` (lyrics mode) it upserts the lyrics delta parts that task's run wrote into the
-    hybrid collection named in its XCom (dense, sparse, text for BM25; validated before any write) and
-    deletes nothing: removals are the prune step's."""
+    hybrid collection (dense, sparse, text for BM25; validated before any write) and deletes nothing:
+    removals are the prune step's. The collection is ``embed.placement``'s: the live one, or — when
+    ``index_type``/``index_params`` differ from its dense index — a new physical collection filled with
+    every current vector, which ``activate`` swaps in after a recall check. Its XCom names it."""
 
-    template_fields: Sequence[str] = ("collection", "parquet_path")
+    template_fields: Sequence[str] = ("collection", "parquet_path", "index_type", "index_params")
 
     def __init__(self, *, collection: str = "", parquet_path: str = "", id_column: str = "track_id",
+                 index_type: str = "", index_params: str | dict[str, Any] | None = None,
                  vector_column: str = "vector", batch_size: int = 2000, delete_missing: bool = True,
                  delta_task_id: str | None = None, mongo_conn_id: str = "mongo_default",
                  milvus_conn_id: str = MilvusHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.delta_task_id = delta_task_id
+        self.index_type, self.index_params = index_type, index_params
         self.mongo_conn_id = mongo_conn_id
         self.collection = collection
         self.parquet_path = parquet_path
@@ -57,8 +61,13 @@ class MilvusUpsertOperator(BaseOperator):
                 raise ValueError(f"no result from task {self.delta_task_id}")
             if self.collection and self.collection != info["collection"]:
                 raise ValueError(f"collection {self.collection} != {info['collection']} of {self.delta_task_id}")
+            params = self.index_params
+            if isinstance(params, str):
+                params = json.loads(params) if params.strip() else None
+            dense = mv.IndexSpec(self.index_type, "IP", params) if self.index_type else None
+            # the index decides the physical collection: a change on the live one goes to a new one
             return embed.upsert_run_milvus(hook.conn, mongo_database(self.mongo_conn_id), lake_root(), info,
-                                           context["run_id"])
+                                           context["run_id"], dense_index=dense)
         if not self.collection or not self.parquet_path:
             raise ValueError("collection and parquet_path are required (or delta_task_id for lyrics deltas)")
         return mv.upsert_parquet(hook.conn, self.collection, local_file(lake_root(), self.parquet_path), id_col=self.id_column,

@@ -1,0 +1,69 @@
+"""The Sunday race (issue 14): week W's als_training run waits for day W−1's listens_daily partition,
+then trains; without it, it fails after ``wait_timeout_hours`` with a clear message."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout
+
+from musicrec import registry
+from musicrec.als import ready
+from musicrec_airflow.sensors.listens import ListensDaySensor
+
+pytestmark = pytest.mark.integration
+
+W = datetime(2009, 5, 3, tzinfo=UTC)  # a Sunday: the weekly run's data-interval end
+
+
+class FakeTI:
+    """The task instance part the reschedule-mode sensor reads: when its first try started."""
+
+    def __init__(self, first: datetime | None) -> None:
+        self.first = first
+
+    def get_first_reschedule_date(self, context):
+        return self.first
+
+
+def ctx(run_type: str, first: datetime | None = None, **params) -> dict:
+    return {"dag_run": SimpleNamespace(run_type=run_type), "data_interval_end": W, "logical_date": W - timedelta(7),
+            "params": {"wait_for_daily": True, "wait_timeout_hours": 6.0} | params, "ti": FakeTI(first)}
+
+
+@pytest.fixture
+def sensor(mongo_db, mongo_uri, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_MONGO_DEFAULT", mongo_uri.replace("mongodb://", "mongo://") + mongo_db.name)
+    return ListensDaySensor(task_id="wait_for_listens", poke_interval=1)
+
+
+def test_the_weekly_run_waits_for_the_last_days_daily_partition(sensor, mongo_db):
+    assert ready.last_day(W).isoformat() == "2009-05-02"
+    # the import already holds 2009-05-02, but listens_daily for W−1 has not landed: wait (reschedule)
+    registry.record(mongo_db, [registry.PartitionRecord("listens/date=2009-05-02/import-x.parquet", "x",
+                                                        "2009-05-02", "import-x", 10, 100, "a" * 64, "imp")])
+    started = datetime.now(UTC)
+    with pytest.raises(AirflowRescheduleException):
+        sensor.execute(ctx("scheduled", started))
+    with pytest.raises(AirflowRescheduleException):
+        sensor.execute(ctx("backfill", started))
+    # listens_daily for 2009-05-02 lands after the training run started: the next poke lets it train
+    registry.record(mongo_db, [registry.PartitionRecord(ready.daily_path(ready.last_day(W)), "x", "2009-05-02",
+                                                        "daily", 5, 50, "b" * 64, "scheduled__2009-05-02")])
+    assert sensor.execute(ctx("scheduled", started)) is None
+
+
+def test_no_partition_fails_clearly_after_the_timeout(sensor):
+    long_ago = datetime.now(UTC) - timedelta(hours=7)
+    with pytest.raises(AirflowSensorTimeout, match=r"day 2009-05-02 is not loaded.*daily\.parquet after 6 h"):
+        sensor.execute(ctx("scheduled", long_ago))
+    # a shorter timeout param applies too
+    with pytest.raises(AirflowSensorTimeout, match="after 0.5 h"):
+        sensor.execute(ctx("scheduled", datetime.now(UTC) - timedelta(hours=1), wait_timeout_hours=0.5))
+
+
+def test_manual_runs_and_wait_for_daily_false_do_not_wait(sensor):
+    assert sensor.execute(ctx("manual", datetime.now(UTC) - timedelta(hours=7))) is None
+    assert sensor.execute(ctx("scheduled", datetime.now(UTC) - timedelta(hours=7), wait_for_daily=False)) is None
