@@ -7,7 +7,7 @@ the newest listens partition. Backfill: ``airflow backfill create --dag-id als_t
 replaced (param ``force``), so out-of-order backfills cannot move the alias back.
 
 Publish: item vectors → ``music_collection_v<version>`` (upsert, HNSW/IP index verified, loaded) →
-the Qdrant mirror → ``users.latent_vector`` → alias swap → model ``active`` → old versions dropped.
+the Qdrant mirror → ``users.latent_vectors.<version>`` → alias swap → model ``active`` → old versions dropped.
 A gate refusal skips the publish tasks and leaves the active model serving.
 """
 

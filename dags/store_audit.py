@@ -7,7 +7,7 @@ by id):
 
 * ``lake``: ``lake_partitions`` + ``models.artifacts`` ↔ the files under the registry-managed prefixes;
 * ``als``: the active ALS model's artifacts ↔ Milvus ``music_collection`` ↔ the Qdrant mirror, and
-  ``users.latent_vector``;
+  the users' vectors of the active version (``users.latent_vectors.<version>``);
 * ``lyrics``: ``songs.lyrics`` (found) + the active embedding model ↔ Milvus ``lyrics_embeddings`` ↔
   the Qdrant mirror, and ``songs.embedding``.
 

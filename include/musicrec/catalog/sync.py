@@ -6,7 +6,7 @@ What this module owns in ``songs``: ``title``, ``artist``, ``artist_id``, ``albu
 ``lyrics.status = "pending"`` (the lyrics DAG owns ``lyrics`` from then on). In ``users``:
 ``gender``, ``age``, ``country``, ``registered`` (from ``profiles/users.parquet``), ``first_seen``,
 ``last_seen``, ``updated_at``. Nothing else is ever written (``lyrics``, ``embedding``,
-``latent_vector``, ``model_version`` belong to other DAGs).
+``latent_vectors`` belong to other DAGs).
 
 * Counters are **recomputed** from the lake for the anchor, never incremented: ``plays_total`` = plays
   with ``ts < anchor``, ``plays_7d`` = plays in ``[anchor - trending_days, anchor)``; a play is an
@@ -78,7 +78,6 @@ def ensure_indexes(db: Database) -> None:
     songs.create_index([("lyrics.next_attempt_at", ASCENDING)])
     songs.create_index([("embedding.model_id", ASCENDING)])
     songs.create_index([("last_seen", DESCENDING)])
-    db[USERS].create_index([("model_version", ASCENDING)])
     db["models"].create_index([("kind", ASCENDING), ("status", ASCENDING)])
 
 

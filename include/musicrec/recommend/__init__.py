@@ -1,6 +1,6 @@
 """Recommendations from the ALS vectors (issue 3): ``home`` and ``next_song``. No Airflow imports.
 
-* ``home(user_id, k)``: the user's ``latent_vector`` → top-k tracks by inner product in
+* ``home(user_id, k)``: the user's vector of the serving version → top-k tracks by inner product in
   ``music_collection``, excluding tracks the user played in the model's window.
 * ``next_song(user_id, current_track_id, k)``: the same search with the session vector
   0.7·user + 0.3·(the current track's vector), also excluding the current track; with lyrics
