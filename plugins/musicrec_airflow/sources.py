@@ -1,5 +1,6 @@
 """The allow-list of sources (Variable ``musicrec_allowed_sources``), read where operators take
-untrusted values: ``source_url``, the LRCLIB ``base_url`` and ``dump_path`` (docs/operations.md)."""
+untrusted values: ``source_url``, the LRCLIB ``base_url`` and ``dump_path``, and a model directory
+given as the ``model`` param of ``lyrics_embeddings`` (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,15 @@ from collections.abc import Iterator
 from airflow.sdk import Variable
 from airflow.sdk.exceptions import AirflowFailException
 
+from musicrec.embeddings.encoder import model_directory
 from musicrec.lyrics.api import DEFAULT_BASE_URL
-from musicrec.sources import ALLOWED_SOURCES_VARIABLE, AllowEntry, SourceNotAllowed, parse_allowed
+from musicrec.sources import (
+    ALLOWED_SOURCES_VARIABLE,
+    AllowEntry,
+    SourceNotAllowed,
+    check_path,
+    parse_allowed,
+)
 from musicrec_airflow.lake import LAKE_ROOT_VARIABLE
 
 
@@ -34,3 +42,13 @@ def refusals_fail() -> Iterator[None]:
         yield
     except SourceNotAllowed as exc:
         raise AirflowFailException(f"{exc} (see docs/operations.md, 'Allowed sources')") from exc
+
+
+def check_model_param(model: str) -> None:
+    """A model *directory* named by a trigger-form param must be under a ``file://`` prefix of the
+    allow-list: loading a model runs its files (pickled weights, custom code), so a param must not
+    reach an arbitrary folder. Named models (``minilm``, ``bge-m3``) and the connection's
+    ``bge_m3_path`` (set by an admin) are not checked."""
+    directory = model_directory(model)
+    if directory is not None:
+        check_path(directory, allowed_sources(), what="model")

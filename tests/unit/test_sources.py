@@ -4,6 +4,7 @@ LRCLIB dump opened read-only whatever its name, and a .gz unpack bounded by what
 from __future__ import annotations
 
 import gzip
+import json
 import os
 from pathlib import Path
 
@@ -247,3 +248,35 @@ def test_lake_archive_bomb_is_refused_by_the_bytes_unpacked(tmp_path, kind):
     assert not (tmp_path / "lake" / "quarantine").exists()
     # the same archive within the bound is cleaned
     assert importer.clean_raw(root, "bomb", max_unpacked_bytes=32 << 20)["parts"]
+
+
+def test_a_model_directory_param_must_be_allowed_before_anything_in_it_is_loaded(tmp_path, monkeypatch):
+    """lyrics_embeddings' ``model`` param may name a local directory; loading a model runs its files,
+    so a directory outside the allow-list fails the task before the encoder is touched."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from musicrec.embeddings.encoder import model_directory
+    from musicrec_airflow.operators.embeddings import EmbedLyricsOperator
+    from musicrec_airflow.sources import check_model_param
+
+    assert model_directory("minilm") is None and model_directory("bge-m3") is None
+    assert model_directory("bge-m3:/models/m3") == "/models/m3" and model_directory("/models/st") == "/models/st"
+
+    allowed, outside = tmp_path / "models", tmp_path / "elsewhere"
+    (allowed / "st").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "modules.json").write_text("[]")
+    monkeypatch.setenv("AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES", json.dumps([allowed.as_uri() + "/"]))
+    check_model_param("minilm")  # named models are the deployment's, not a path
+    check_model_param(str(allowed / "st"))
+    check_model_param(f"bge-m3:{allowed / 'st'}")
+    for model in (str(outside), f"bge-m3:{outside}", str(allowed / ".." / "elsewhere")):
+        with pytest.raises(SourceNotAllowed, match="refused by rule"):
+            check_model_param(model)
+
+    def never_load(*args, **kwargs):
+        raise AssertionError("the encoder was loaded for a refused model directory")
+
+    monkeypatch.setattr("musicrec_airflow.hooks.embedding.EmbeddingHook.get_conn", never_load)
+    with pytest.raises(AirflowFailException, match="refused by rule 'allowed-prefix'"):
+        EmbedLyricsOperator(task_id="embed", model=str(outside)).execute({"run_id": "manual__x"})

@@ -98,6 +98,17 @@ def bge_m3_path(explicit: str | None = None) -> Path:
                         f"{BGE_M3_ID} snapshot there or set {BGE_M3_ENV} (nothing is downloaded at run time)")
 
 
+def model_directory(model: str) -> str | None:
+    """The local directory a model name points at (``bge-m3:<dir>`` or a plain directory), or ``None``
+    for the named models (``minilm``, ``bge-m3``), whose places are fixed by the deployment. A
+    directory given as a task param is untrusted input: the Airflow layer checks it against the
+    allow-list before anything in it is loaded."""
+    model = (model or "minilm").strip()
+    if model in ("minilm", "bge-m3"):
+        return None
+    return model.split(":", 1)[1] if model.startswith("bge-m3:") else model
+
+
 def resolve(model: str) -> ModelSpec:
     model = (model or "minilm").strip()
     if model == "minilm":

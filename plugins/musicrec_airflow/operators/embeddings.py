@@ -18,6 +18,7 @@ from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.hooks.qdrant import QdrantLocalHook
 from musicrec_airflow.lake import lake_root
+from musicrec_airflow.sources import check_model_param, refusals_fail
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -41,6 +42,8 @@ class EmbedLyricsOperator(BaseOperator):
         self.embedding_conn_id, self.mongo_conn_id = embedding_conn_id, mongo_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
+        with refusals_fail():
+            check_model_param(str(self.model))
         encoder = EmbeddingHook(self.embedding_conn_id).get_conn(str(self.model), str(self.device),
                                                                  _int_or_none(self.max_length))
         self.log.info("encoder: %s", encoder.info())
