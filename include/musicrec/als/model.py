@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,12 +26,12 @@ import pyarrow.parquet as pq
 from pymongo.database import Database
 
 from musicrec import registry
+from musicrec import scratch as scratch_dirs
 from musicrec.als import backends, evaluate, matrix
 from musicrec.als.params import AlsParams, collection_name
 from musicrec.catalog import listens
 from musicrec.lake import schema, storage
 from musicrec.lake.storage import LakePath
-from musicrec.settings import staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ def train(root: LakePath, db: Database, anchor: datetime, params: AlsParams, *, 
 
 def _publish_artifacts(root: LakePath, db: Database, version: str, inter: matrix.Interactions,
                        fit: backends.FitResult, report: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
-    scratch = Path(tempfile.mkdtemp(prefix=f"als-{version}-", dir=staging_dir()))
+    scratch = scratch_dirs.make("als-")  # sweeps the als-* folders of killed runs first
     try:
         files = {
             USER_FACTORS: ("user_factors", factors_table(inter.users, fit.user_factors, "user_id")),
