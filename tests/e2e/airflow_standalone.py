@@ -162,8 +162,10 @@ class Standalone:
                    for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
 
     def _parsed(self) -> bool:
+        """Every DAG file is parsed (each ``dags/<name>.py`` defines the DAG ``<name>``): a test that
+        unpauses a DAG the dag-processor has not reached yet gets a 404."""
         dags = self.get("/api/v2/dags", params={"limit": 100})["dags"]
-        return {"listens_import", "listens_daily", "store_audit"} <= {d["dag_id"] for d in dags}
+        return {p.stem for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_")} <= {d["dag_id"] for d in dags}
 
     def stop(self, timeout_s: float = 30) -> list[int]:
         """SIGINT to the process group (standalone stops its parts), then SIGTERM, then SIGKILL.
@@ -274,6 +276,15 @@ class Standalone:
             raise AssertionError(f"expected {count} successful {run_type} runs of {dag_id} within {timeout_s:.0f} s; "
                                  f"got {states}\n{detail}")
         return done
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 200})[
+            "task_instances"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
+        """Every attempt's log file of one task, as written by the task runner."""
+        folder = self.data / "logs" / "tasks" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return "\n".join(log.read_text(errors="replace") for log in sorted(folder.rglob("*.log")))
 
     def diagnostics(self, dag_id: str, run_id: str, chars: int = 3000) -> str:
         """Task states of one run and the log tails of its failed tasks (and the standalone log)."""

@@ -32,10 +32,19 @@ def test_listens_import_sets_off_the_asset_chain(airflow_standalone, tiny_sample
 
 
 def test_als_training_and_store_audit_triggered(airflow_standalone):
+    """Unpausing als_training on a fresh install creates the latest week's scheduled run. Its window
+    (the last 90 days) holds no listens and no daily feed runs: it must neither wait hours for day W−1
+    nor retry, and so not hold the DAG's single active run from the manual run behind it."""
     af = airflow_standalone
     af.unpause("als_training", "store_audit")
     run_id = af.trigger("als_training", {"factors": 8, "iterations": 3, "window_days": 3650})
     af.wait_run("als_training", run_id, timeout_s=240)
+    scheduled = [r for r in af.runs("als_training") if r["run_type"] == "scheduled"]
+    assert [r["state"] for r in scheduled] == ["failed"], scheduled
+    tis = {ti["task_id"]: ti for ti in af.task_instances("als_training", scheduled[0]["dag_run_id"])}
+    assert tis["wait_for_listens"]["state"] == "success"
+    assert (tis["train"]["state"], tis["train"]["try_number"]) == ("failed", 1)  # no retry of a data condition
+    assert "nothing to train as of" in af.task_log("als_training", scheduled[0]["dag_run_id"], "train")
     run_id = af.trigger("store_audit", {})
     af.wait_run("store_audit", run_id, timeout_s=240)
 

@@ -39,8 +39,14 @@ def sensor(mongo_db, mongo_uri, monkeypatch):
     return ListensDaySensor(task_id="wait_for_listens", poke_interval=1)
 
 
+def _daily(day: str) -> registry.PartitionRecord:
+    return registry.PartitionRecord(f"listens/date={day}/daily.parquet", "x", day, "daily", 5, 50, "c" * 64,
+                                    f"scheduled__{day}")
+
+
 def test_the_weekly_run_waits_for_the_last_days_daily_partition(sensor, mongo_db):
     assert ready.last_day(W).isoformat() == "2009-05-02"
+    registry.record(mongo_db, [_daily("2009-04-27")])  # the daily feed is running: W−1 is expected
     # the import already holds 2009-05-02, but listens_daily for W−1 has not landed: wait (reschedule)
     registry.record(mongo_db, [registry.PartitionRecord("listens/date=2009-05-02/import-x.parquet", "x",
                                                         "2009-05-02", "import-x", 10, 100, "a" * 64, "imp")])
@@ -55,7 +61,8 @@ def test_the_weekly_run_waits_for_the_last_days_daily_partition(sensor, mongo_db
     assert sensor.execute(ctx("scheduled", started)) is None
 
 
-def test_no_partition_fails_clearly_after_the_timeout(sensor):
+def test_no_partition_fails_clearly_after_the_timeout(sensor, mongo_db):
+    registry.record(mongo_db, [_daily("2009-05-01")])
     long_ago = datetime.now(UTC) - timedelta(hours=7)
     with pytest.raises(AirflowSensorTimeout, match=r"day 2009-05-02 is not loaded.*daily\.parquet after 6 h"):
         sensor.execute(ctx("scheduled", long_ago))
@@ -67,3 +74,21 @@ def test_no_partition_fails_clearly_after_the_timeout(sensor):
 def test_manual_runs_and_wait_for_daily_false_do_not_wait(sensor):
     assert sensor.execute(ctx("manual", datetime.now(UTC) - timedelta(hours=7))) is None
     assert sensor.execute(ctx("scheduled", datetime.now(UTC) - timedelta(hours=7), wait_for_daily=False)) is None
+
+
+def test_a_week_the_daily_feed_does_not_cover_does_not_wait(sensor, mongo_db):
+    """A fresh install (or a dump-only lake): unpausing creates the latest week's run, which must not hold
+    the DAG's single active run for hours waiting for a day no listens_daily will write."""
+    long_ago = datetime.now(UTC) - timedelta(hours=7)
+    registry.record(mongo_db, [registry.PartitionRecord("listens/date=2009-05-02/import-x.parquet", "x",
+                                                        "2009-05-02", "import-x", 10, 100, "a" * 64, "imp")])
+    assert not ready.daily_feed_running(mongo_db, W)
+    assert sensor.execute(ctx("scheduled", long_ago)) is None
+    # a daily partition older than the look-back window does not count either
+    registry.record(mongo_db, [_daily("2009-04-24")])
+    assert not ready.daily_feed_running(mongo_db, W)
+    assert sensor.execute(ctx("scheduled", long_ago)) is None
+    registry.record(mongo_db, [_daily("2009-04-25")])
+    assert ready.daily_feed_running(mongo_db, W)
+    with pytest.raises(AirflowSensorTimeout):
+        sensor.execute(ctx("scheduled", long_ago))

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from musicrec.als import model, publish
+from musicrec.als import matrix, model, publish
 from musicrec.als.params import AlsParams
 from musicrec.vectors import milvus as mv
 from musicrec_airflow.anchor import run_anchor
@@ -39,7 +39,10 @@ class AlsTrainOperator(BaseOperator):
         params = params_from_context(context["params"])
         backend = str(context["params"].get("backend") or "auto")
         self.log.info("ALS as of %s: %s (backend %s)", anchor, params.as_dict(), backend)
-        summary = model.train(lake_root(), db, anchor, params, backend=backend, run_id=context["run_id"])
+        try:
+            summary = model.train(lake_root(), db, anchor, params, backend=backend, run_id=context["run_id"])
+        except matrix.EmptyWindow as e:  # a retry reads the same lake: fail now, with the reason
+            raise AirflowFailException(f"nothing to train as of {anchor}: {e}") from e
         self.log.info("model %s (%s): ALS %s | popularity %s", summary["version"], summary["backend"],
                       summary["metrics"]["als"], summary["metrics"]["popularity"])
         return summary

@@ -5,7 +5,10 @@ the import and by every daily run, without saying which day it brought, so no as
 mean "day W−1 is loaded"; and an asset-triggered run has no data interval, which the weekly schedule
 and its backfills need. ``reschedule`` frees the worker slot between pokes (a poke is one registry
 lookup). Only scheduled and backfill runs wait: a manual run (UI, ``airflow dags test``) anchors at the
-newest partition the registry holds, so its data is there by definition.
+newest partition the registry holds, so its data is there by definition. Nor do runs for a week the
+daily feed does not cover (no ``daily`` partition in the week before W−1): on a fresh install, where
+unpausing ``als_training`` creates the latest week's run, that run trains at once instead of holding the
+DAG's single active run (``max_active_runs=1``) for ``wait_timeout_hours``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ class ListensDaySensor(BaseSensorOperator):
             return None
         self.timeout = float(params.get("wait_timeout_hours", DEFAULT_TIMEOUT_HOURS)) * 3600
         day = ready.last_day(context["data_interval_end"])
+        if not ready.daily_feed_running(mongo_database(self.mongo_conn_id), context["data_interval_end"]):
+            self.log.info("no listens_daily partition in the %d days before %s: the daily feed does not cover this "
+                          "week, so %s is not expected; training on what the lake holds",
+                          ready.FEED_LOOKBACK_DAYS, day, ready.daily_path(day))
+            return None
         try:
             return super().execute(context)
         except AirflowSensorTimeout as e:
