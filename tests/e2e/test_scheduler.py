@@ -72,3 +72,13 @@ def test_backfill_three_days_of_listens_daily(airflow_standalone, tiny_sample):
     assert since  # the backfill runs are for 2009 intervals; run_after is the interval end
     for day in LANDING_DAYS:
         assert (lake / "listens" / f"date={day}" / "daily.parquet").exists(), f"no daily partition for {day}"
+
+
+def test_the_connection_form_lists_the_projects_connection_types(airflow_standalone):
+    """The running API server's ``/ui/connections/hook_meta`` (what the UI's "Add connection" form reads)
+    knows the provider entry point's types, with their own fields."""
+    metas = {m["connection_type"]: m for m in airflow_standalone.get("/ui/connections/hook_meta")}
+    assert {"milvus", "lrclib", "musicrec_embedding", "mongo", "qdrant"} <= set(metas)
+    assert metas["milvus"]["hook_class_name"] == "musicrec_airflow.hooks.milvus.MilvusHook"
+    assert metas["milvus"]["standard_fields"]["password"]["title"] == "Token"
+    assert "concurrency" in metas["lrclib"]["extra_fields"]
