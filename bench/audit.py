@@ -146,6 +146,7 @@ def _vectors(n: int, dim: int, seed: int):
 
 
 def bench_milvus(ids: int, dim: int, work: Path) -> dict:
+    from musicrec import stores
     from musicrec.audit.core import MILVUS_PAGE
     from musicrec.local import services
     from musicrec.vectors import milvus as mv
@@ -157,7 +158,7 @@ def bench_milvus(ids: int, dim: int, work: Path) -> dict:
                            services.milvus_ready)
     pid = services.start(svc, data=work, timeout_s=120)
     try:
-        client = mv.connect(f"http://127.0.0.1:{port}")
+        client = stores.vector_store(stores.VectorStoreSettings("milvus", uri=f"http://127.0.0.1:{port}")).client
         name = "music_collection_vbench"
         mv.ensure_collection(client, name, dim)
         t0 = time.perf_counter()
@@ -185,14 +186,15 @@ def bench_milvus(ids: int, dim: int, work: Path) -> dict:
 def bench_qdrant(ids: int, dim: int, work: Path) -> dict:
     import warnings
 
-    from qdrant_client import QdrantClient, models
+    from qdrant_client import models
 
+    from musicrec import stores
     from musicrec.audit.core import QDRANT_PAGE
     from musicrec.ids import point_id
     from musicrec.vectors import qdrant as qd
 
     warnings.filterwarnings("ignore")  # local mode warns above 20k points: that is the point here
-    client = QdrantClient(path=str(work / "qdrant"))
+    client = stores.vector_store(stores.VectorStoreSettings("qdrant", path=str(work / "qdrant"))).client
     try:
         name = "music_collection_vbench"
         qd.ensure_collection(client, name, dim)
@@ -215,7 +217,7 @@ def bench_qdrant(ids: int, dim: int, work: Path) -> dict:
             out[label] = {"seconds": round(s, 2), "ids_per_s": round(n / s)}
         return out
     finally:
-        client.close()
+        qd.close_local_clients()
 
 
 # --------------------------------------------------------------------------------------------

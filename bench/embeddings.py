@@ -125,13 +125,12 @@ def main() -> None:
     os.environ["MUSICREC_STAGING_DIR"] = str(tmp / "staging")
     started = False
     try:
-        from pymongo import MongoClient
-        from qdrant_client import QdrantClient
         from upath import UPath
 
+        from musicrec import stores
         from musicrec.embeddings import embed, store
         from musicrec.embeddings.encoder import load_encoder
-        from musicrec.vectors import milvus as mv
+        from musicrec.vectors import qdrant as qd
 
         lyrics = sample_lyrics(tmp, args.texts)
         texts = [s["plain"] for s in lyrics]
@@ -143,8 +142,8 @@ def main() -> None:
         started = True
         for svc in services.services(tmp):
             services.start(svc, tmp)
-        mongo = MongoClient(f"mongodb://127.0.0.1:{mport}/")
-        db = mongo["bench"]
+        mongo = stores.mongo_client(f"mongodb://127.0.0.1:{mport}/")
+        db = stores.mongo_database(mongo, "bench")
         seed_mongo(db, lyrics)
         root = UPath(tmp / "lake")
 
@@ -182,18 +181,18 @@ def main() -> None:
                   f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})")
 
         run_id = f"bench{len(path_s) - 1}"
-        milvus = mv.connect(f"http://127.0.0.1:{vport}")
+        milvus = stores.vector_store(stores.VectorStoreSettings("milvus", uri=f"http://127.0.0.1:{vport}"))
         t0 = time.perf_counter()
         up = embed.upsert_run_milvus(milvus, db, root, info, run_id)
         m_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         embed.build_indexes(milvus, info["collection"])
         idx_s = time.perf_counter() - t0
-        qdrant = QdrantClient(path=str(tmp / "qdrant"))
+        qdrant = stores.vector_store(stores.VectorStoreSettings("qdrant", path=str(tmp / "qdrant")))
         t0 = time.perf_counter()
         qup = embed.upsert_run_qdrant(qdrant, db, root, info, run_id)
         q_s = time.perf_counter() - t0
-        qdrant.close()
+        qd.close_local_clients()
         n_rows = store.milvus_fingerprints(milvus, info["collection"])
         assert len(n_rows) == up["rows"] == qup["rows"] == len(texts)
         out |= {"milvus_upsert_rows_per_s": round(up["rows"] / m_s, 1), "milvus_index_seconds": round(idx_s, 2),

@@ -60,9 +60,9 @@ def _start_mongo() -> tuple[subprocess.Popen, str]:
 
 
 def bench_days(work: Path, mongo_uri: str, seed: int) -> dict:
-    from pymongo import MongoClient
     from upath import UPath
 
+    from musicrec import stores
     from musicrec.lake import daily
     from musicrec.sample import simulate
 
@@ -71,7 +71,7 @@ def bench_days(work: Path, mongo_uri: str, seed: int) -> dict:
     heavy = simulate(1, landing, preset="small", seed=seed, skip_days=3, events_per_day=10 * DAY_EVENTS,
                      files_per_day=4)
     root = UPath(work / "lake")
-    db = MongoClient(mongo_uri)["bench_daily"]
+    db = stores.mongo_database(stores.mongo_client(mongo_uri), "bench_daily")
     out = {}
     for label, dates in (("average day", normal.dates), ("heavy day (10x, 4 files)", heavy.dates)):
         timings, rows = [], 0
@@ -87,9 +87,9 @@ def bench_days(work: Path, mongo_uri: str, seed: int) -> dict:
 
 
 def bench_import(work: Path, mongo_uri: str, events: int, seed: int) -> dict:
-    from pymongo import MongoClient
     from upath import UPath
 
+    from musicrec import stores
     from musicrec.lake import download, importer
     from musicrec.sample import generate
 
@@ -99,7 +99,7 @@ def bench_import(work: Path, mongo_uri: str, events: int, seed: int) -> dict:
     download.download(sample.archive.as_uri(), root / "raw" / "bench")
     started = time.monotonic()
     importer.clean_raw(root, "bench")
-    result = importer.partition_clean(root, "bench", MongoClient(mongo_uri)["bench_import"], run_id="bench")
+    result = importer.partition_clean(root, "bench", stores.mongo_database(stores.mongo_client(mongo_uri), "bench_import"), run_id="bench")
     seconds = time.monotonic() - started
     return {"rows": result["rows"], "seconds": seconds, "us_per_row": seconds / result["rows"] * 1e6}
 

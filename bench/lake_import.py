@@ -43,14 +43,14 @@ TARGET_RSS_GB = 4.0
 
 def worker_ours(archive: Path, work: Path, mongo_uri: str) -> dict:
     """The real import steps: the raw file is placed as the download would, then clean + partition."""
-    from pymongo import MongoClient
     from upath import UPath
 
+    from musicrec import stores
     from musicrec.lake import download, importer
 
     root = UPath(work / "lake")
     download.download(archive.as_uri(), root / "raw" / "bench")  # a local copy, not timed below
-    db = MongoClient(mongo_uri)["bench"]
+    db = stores.mongo_database(stores.mongo_client(mongo_uri), "bench")
     started = time.monotonic()
     cleaned = importer.clean_raw(root, "bench")
     t_clean = time.monotonic() - started

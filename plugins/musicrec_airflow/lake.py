@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from airflow.sdk import ObjectStoragePath, Variable
 
+from musicrec import stores
+
 LAKE_ROOT_VARIABLE = "musicrec_lake_root"
 
 
 def lake_root() -> ObjectStoragePath:
     """``file:///…/data/lake`` on the embedded default, ``s3://aws_default@datalake`` in production."""
-    uri = Variable.get(LAKE_ROOT_VARIABLE)
-    return ObjectStoragePath(uri.rstrip("/"))
+    return stores.lake_root(Variable.get(LAKE_ROOT_VARIABLE), ObjectStoragePath)
 
 
 def source_path(url: str) -> ObjectStoragePath:

@@ -8,15 +8,18 @@ idempotent, so a kill anywhere leaves readers on the old model or the new one an
 2. ``index``: the index with the requested params, checked by a recall search, loaded. An index change
    on the *live* version builds a side collection ``..._ix<hex of the index spec>`` (steps 1–2 there),
    swapped in at step 5: the alias target is never released or dropped while it is the target;
-3. ``mirror``: the same vectors → the Qdrant mirror collection of the same name;
+3. ``mirror``: the same vectors → every mirror store's collection of the same name (the Qdrant mirror);
 4. ``users``: user factors → ``users.latent_vectors.<version>`` (one key per version, beside the live
    one's; nobody reads it until the swap);
-5. ``swap``: the aliases (Milvus, then Qdrant) move to the new collection — *the flip*: readers take
+5. ``swap``: the aliases (every store in order: Milvus, then Qdrant) move to the new collection — *the flip*: readers take
    the version from the alias target and read that version's user vector, so items and users switch
    together;
 6. ``activate``: the model document becomes ``active``, the previous active one ``retired``;
 7. ``cleanup``: collections older than the previous version are dropped, and their versions' user
    vectors unset with them.
+
+The steps take the vector stores in order (``musicrec.vectors.VectorStore``, or raw clients, which are
+wrapped): the first serves (placement, index, recall check), the others mirror it.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ from musicrec.als.model import MODELS
 from musicrec.als.params import ALIAS, USER_VECTORS, collection_name, user_vector_field, version_of
 from musicrec.catalog import listens
 from musicrec.lake.storage import LakePath
+from musicrec.vectors import Capability, as_store, as_stores, has
 from musicrec.vectors import milvus as mv
-from musicrec.vectors import qdrant as qd
+from musicrec.vectors import qdrant as qd  # noqa: F401 - kept for callers that reach it through here
+from musicrec.vectors.base import DimensionMismatch, VectorStoreError, read_vectors
 
 log = logging.getLogger(__name__)
 
@@ -109,74 +114,95 @@ def index_tag(spec: mv.IndexSpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
-def placement(client, version: str, index: mv.IndexSpec | None = None) -> dict[str, Any]:
-    """Where version ``version`` goes: ``{"collection", "live"}``.
+def placement(store, version: str, index: mv.IndexSpec | None = None) -> dict[str, Any]:
+    """Where version ``version`` goes in the serving store: ``{"collection", "live"}``.
 
     * the alias already serves this version with the same index → that collection, ``live`` (checked,
       never written);
     * it serves this version with another index → a side collection ``<name>_ix<tag>`` (built, verified,
       swapped in later: the live one is never released);
     * otherwise the plain ``music_collection_v<version>`` (not served: it may be written and re-indexed).
+
+    A store without explicit indexes (no ``Capability.INDEX``) has one index per collection: the alias
+    target of this version is always the live one.
     """
+    store = as_store(store)
     spec = index or mv.IndexSpec()
-    target = mv.alias_target(client, ALIAS)
+    target = store.alias_target(ALIAS)
     if target is not None and version_of(target) == version:
-        current = mv.describe_index(client, target)
-        if current is not None and mv.same_index(current, spec):
+        if not has(store, Capability.INDEX):
+            return {"collection": target, "live": True}
+        current = store.describe_index(target)
+        if current is not None and store.same_index(current, spec):
             return {"collection": target, "live": True}
         return {"collection": collection_name(version, index_tag=index_tag(spec)), "live": False,
                 "side_of": target}
     return {"collection": collection_name(version), "live": False}
 
 
-def publish_vectors(client, root: LakePath, version: str, item_rel: str, *, index: mv.IndexSpec | None = None
+def publish_vectors(store, root: LakePath, version: str, item_rel: str, *, index: mv.IndexSpec | None = None
                     ) -> dict[str, Any]:
-    """Step ``upsert``: the item vectors into the version's collection (:func:`placement`)."""
-    where = placement(client, version, index)
+    """Step ``upsert``: the item vectors into the serving store's collection for the version (:func:`placement`)."""
+    store = as_store(store)
+    where = placement(store, version, index)
     name = where["collection"]
     path = listens.local_file(root, item_rel)
     if where["live"]:
-        mv.ensure_loaded(client, name)
-        rows = sum(len(ids) for ids, _ in mv.read_vectors(path, "track_id", "vector", 5000))
-        if mv.count(client, name) != rows:
-            raise mv.VectorStoreError(f"the live collection {name} holds {mv.count(client, name)} rows, its artifact "
-                                      f"{rows}: run store_audit (a live collection is never rewritten by a publish)")
+        store.ready(name)
+        rows = sum(len(ids) for ids, _ in read_vectors(path, "track_id", "vector", 5000))
+        if store.count(name) != rows:
+            raise VectorStoreError(f"the live collection {name} holds {store.count(name)} rows, its artifact "
+                                   f"{rows}: run store_audit (a live collection is never rewritten by a publish)")
         return where | {"rows": rows, "deleted": 0, "written": 0}
-    return where | mv.upsert_parquet(client, name, path, id_col="track_id")
+    return where | store.upsert_parquet(name, path, payload={"model_version": version})
 
 
-def publish_index(client, root: LakePath, name: str, item_rel: str, *, index: mv.IndexSpec | None = None
+def publish_index(store, root: LakePath, name: str, item_rel: str, *, index: mv.IndexSpec | None = None
                   ) -> dict[str, Any]:
-    """Step ``index``: build (or keep) the index of ``name``, check it with a recall search, load it."""
+    """Step ``index``: build (or keep) the index of ``name``, check it with a recall search, load it. A
+    store that builds no explicit index (no ``Capability.INDEX``) has nothing to do here."""
+    store = as_store(store)
+    if not has(store, Capability.INDEX):
+        store.ready(name)
+        return {"collection": name, "index": None, "recall": None}
     spec = index or mv.IndexSpec()
-    if name == mv.alias_target(client, ALIAS):
-        current = mv.describe_index(client, name)
-        if current is None or not mv.same_index(current, spec):
-            raise mv.VectorStoreError(f"{name} is the alias target: its index is never rebuilt in place "
-                                      "(placement() builds a side collection)")
+    if name == store.alias_target(ALIAS):
+        current = store.describe_index(name)
+        if current is None or not store.same_index(current, spec):
+            raise VectorStoreError(f"{name} is the alias target: its index is never rebuilt in place "
+                                   "(placement() builds a side collection)")
     path = listens.local_file(root, item_rel)
-    desc = mv.ensure_index(client, name, spec)
-    recall = mv.verify_search(client, name, path)
+    desc = store.build_index(name, spec)
+    recall = store.verify_search(name, path)
     return {"collection": name, "index": {k: desc.get(k) for k in ("index_type", "metric_type")}, "recall": recall}
 
 
-def publish_milvus(client, root: LakePath, version: str, item_rel: str, *, index: mv.IndexSpec | None = None
+def publish_milvus(store, root: LakePath, version: str, item_rel: str, *, index: mv.IndexSpec | None = None
                    ) -> dict[str, Any]:
-    """Steps ``upsert`` + ``index`` (tests, the audit's rebuild)."""
-    counts = publish_vectors(client, root, version, item_rel, index=index)
-    out = publish_index(client, root, counts["collection"], item_rel, index=index)
-    if mv.count(client, counts["collection"]) != counts["rows"]:
-        raise mv.VectorStoreError(f"{counts['collection']} holds {mv.count(client, counts['collection'])} rows, "
-                                  f"expected {counts['rows']}")
+    """Steps ``upsert`` + ``index`` on the serving store (tests, the audit's rebuild)."""
+    store = as_store(store)
+    counts = publish_vectors(store, root, version, item_rel, index=index)
+    out = publish_index(store, root, counts["collection"], item_rel, index=index)
+    if store.count(counts["collection"]) != counts["rows"]:
+        raise VectorStoreError(f"{counts['collection']} holds {store.count(counts['collection'])} rows, "
+                               f"expected {counts['rows']}")
     return counts | out
 
 
-def publish_qdrant(client, root: LakePath, version: str, item_rel: str, name: str | None = None) -> dict[str, Any]:
-    """Step ``mirror``: the same vectors into the Qdrant collection of the same name (diff writes: a
-    re-run of a live version writes nothing)."""
+publish_primary = publish_milvus
+
+
+def publish_mirror(store, root: LakePath, version: str, item_rel: str, name: str | None = None) -> dict[str, Any]:
+    """Step ``mirror``: the same vectors into a mirror store's collection of the same name (diff writes
+    where the store has them: a re-run of a live version writes nothing); the payload carries the version
+    where the store keeps one."""
     name = name or collection_name(version)
-    counts = qd.upsert_parquet(client, name, listens.local_file(root, item_rel), payload={"model_version": version})
+    counts = as_store(store).upsert_parquet(name, listens.local_file(root, item_rel),
+                                            payload={"model_version": version})
     return counts | {"collection": name}
+
+
+publish_qdrant = publish_mirror
 
 
 def publish_users(db: Database, root: LakePath, version: str, user_rel: str, *, batch_size: int = 500
@@ -186,9 +212,9 @@ def publish_users(db: Database, root: LakePath, version: str, user_rel: str, *, 
     now = datetime.now(UTC)
     written = 0
     total = 0
-    for ids, vecs in mv.read_vectors(listens.local_file(root, user_rel), "user_id", "vector", IN_CHUNK):
+    for ids, vecs in read_vectors(listens.local_file(root, user_rel), "user_id", "vector", IN_CHUNK):
         if not np.isfinite(vecs).all():
-            raise mv.VectorStoreError(f"{user_rel} holds NaN/inf vectors")
+            raise VectorStoreError(f"{user_rel} holds NaN/inf vectors")
         written += write_user_vectors(db, version, ids, vecs, batch_size=batch_size, now=now)
         total += len(ids)
     log.info("users: %d vectors of model %s (%d written)", total, version, written)
@@ -221,17 +247,21 @@ def prune_user_vectors(db: Database, versions: list[str]) -> int:
     return pruned
 
 
-def swap_aliases(milvus_client, qdrant_client, version: str, dim: int, name: str | None = None) -> dict[str, Any]:
-    """Step ``swap``: the flip. ``name`` defaults to the version's plain collection name."""
+def swap_aliases(stores, version: str, dim: int, name: str | None = None) -> dict[str, Any]:
+    """Step ``swap``: the flip, in every store in order (the serving one first). ``name`` defaults to the
+    version's plain collection name. Returns the serving store's previous target as ``previous`` and
+    each mirror's as ``<kind>_previous``."""
+    stores = as_stores(stores)
     name = name or collection_name(version)
     if version_of(name) != version:
         raise ValueError(f"collection {name} does not hold version {version}")
-    have = mv.vector_dim(milvus_client, name)
+    have = stores[0].collection_dim(name)
     if have != dim:
-        raise mv.DimensionMismatch(f"{name} has dim {have}, the model has {dim}")
-    previous = mv.swap_alias(milvus_client, ALIAS, name)
-    q_previous = qd.swap_alias(qdrant_client, ALIAS, name) if qdrant_client is not None else None
-    return {"alias": ALIAS, "collection": name, "previous": previous, "qdrant_previous": q_previous}
+        raise DimensionMismatch(f"{name} has dim {have}, the model has {dim}")
+    out: dict[str, Any] = {"alias": ALIAS, "collection": name}
+    for n, store in enumerate(stores):
+        out["previous" if n == 0 else f"{store.kind}_previous"] = store.swap_alias(ALIAS, name)
+    return out
 
 
 def activate(db: Database, version: str, collection: str | None = None) -> dict[str, Any]:
@@ -257,22 +287,21 @@ def activate(db: Database, version: str, collection: str | None = None) -> dict[
     return {"version": version, "previous_version": doc.get("previous_version"), "retired": retired}
 
 
-def cleanup(db: Database, milvus_client, qdrant_client, version: str) -> dict[str, Any]:
-    """Step ``cleanup``: drop collections older than the previous model (keeps the active one's serving
-    collection and the one it replaced; never an alias target) and the user vectors of every version
-    that no longer has a collection."""
+def cleanup(db: Database, stores, version: str) -> dict[str, Any]:
+    """Step ``cleanup``: drop collections older than the previous model in every store (keeps the active
+    one's serving collection and the one it replaced; never an alias target) and the user vectors of
+    every version that no longer has a collection in the serving store. Returns the dropped per store kind."""
+    stores = as_stores(stores)
     doc = db[MODELS].find_one({"_id": version}, {"previous_version": 1, "status": 1, "collection": 1})
     if doc is None or doc.get("status") != "active":
         raise RuntimeError(f"model {version} is not active: refusing to drop collections")
     kept_versions = {version} | ({doc["previous_version"]} if doc.get("previous_version") else set())
     # every collection of a kept version stays: after an index swap the replaced one may still be
     # searched by a request that resolved the alias just before the swap; the next publish drops it
-    out: dict[str, Any] = {"milvus": mv.drop_versions(milvus_client, ALIAS, [
-        n for n in mv.versions(milvus_client, ALIAS) if version_of(n) in kept_versions])}
-    if qdrant_client is not None:
-        out["qdrant"] = qd.drop_versions(qdrant_client, ALIAS, [
-            n for n in qd.versions(qdrant_client, ALIAS) if version_of(n) in kept_versions])
-    served = {version_of(n) for n in mv.versions(milvus_client, ALIAS)}
+    out: dict[str, Any] = {}
+    for store in stores:
+        out[store.kind] = store.drop_versions(ALIAS, [n for n in store.versions(ALIAS) if version_of(n) in kept_versions])
+    served = {version_of(n) for n in stores[0].versions(ALIAS)}
     stale = sorted({d["_id"] for d in db[MODELS].find({"kind": "als"}, {"_id": 1})} - kept_versions - served)
     out["users_pruned"] = prune_user_vectors(db, stale)
     return out
@@ -281,42 +310,50 @@ def cleanup(db: Database, milvus_client, qdrant_client, version: str) -> dict[st
 Step = tuple[str, Callable[[dict[str, Any]], Any]]
 
 
-def steps(db: Database, root: LakePath, summary: dict[str, Any], milvus_client, qdrant_client, *,
-          index: mv.IndexSpec | None = None) -> list[Step]:
+def steps(db: Database, root: LakePath, summary: dict[str, Any], *stores, index: mv.IndexSpec | None = None
+          ) -> list[Step]:
     """The publish steps in order, as (name, fn(state) -> result); ``state`` carries the collection
-    chosen by ``upsert`` to the later steps (the DAG passes it by XCom)."""
+    chosen by ``upsert`` to the later steps (the DAG passes it by XCom).
+
+    ``stores``: the vector stores in order (stores, clients, None or sequences of them): the first
+    serves (placement, index, recall check), the others are mirrors (step ``mirror``, one result per
+    store kind), and every one gets the swap and the cleanup."""
     version = summary["version"]
+    stores_ = as_stores(*stores)
+    primary, mirrors = stores_[0], stores_[1:]
 
     def upsert(state):
-        state["upsert"] = publish_vectors(milvus_client, root, version, summary["item_factors"], index=index)
+        state["upsert"] = publish_vectors(primary, root, version, summary["item_factors"], index=index)
         return state["upsert"]
 
     def name(state) -> str:
         return state["upsert"]["collection"]
 
+    def mirror(state) -> dict[str, Any]:
+        return {m.kind: publish_mirror(m, root, version, summary["item_factors"], name(state)) for m in mirrors}
+
     out: list[Step] = [
         ("upsert", upsert),
-        ("index", lambda st: publish_index(milvus_client, root, name(st), summary["item_factors"], index=index)),
+        ("index", lambda st: publish_index(primary, root, name(st), summary["item_factors"], index=index)),
     ]
-    if qdrant_client is not None:
-        out.append(("mirror", lambda st: publish_qdrant(qdrant_client, root, version, summary["item_factors"],
-                                                        name(st))))
+    if mirrors:
+        out.append(("mirror", mirror))
     out += [
         ("users", lambda st: publish_users(db, root, version, summary["user_factors"])),
-        ("swap", lambda st: swap_aliases(milvus_client, qdrant_client, version, summary["factors"], name(st))),
+        ("swap", lambda st: swap_aliases(stores_, version, summary["factors"], name(st))),
         ("activate", lambda st: activate(db, version, name(st))),
-        ("cleanup", lambda st: cleanup(db, milvus_client, qdrant_client, version)),
+        ("cleanup", lambda st: cleanup(db, stores_, version)),
     ]
     return out
 
 
-def publish(db: Database, root: LakePath, summary: dict[str, Any], milvus_client, qdrant_client, *,
-            index: mv.IndexSpec | None = None, stop_after: str | None = None) -> dict[str, Any]:
-    """All steps in order (tests, scripts); the DAG runs them as separate tasks. ``stop_after``: end
-    after that step, as a kill would (tests)."""
+def publish(db: Database, root: LakePath, summary: dict[str, Any], *stores, index: mv.IndexSpec | None = None,
+            stop_after: str | None = None) -> dict[str, Any]:
+    """All steps in order (tests, scripts); the DAG runs them as separate tasks. ``stores`` as in
+    :func:`steps`. ``stop_after``: end after that step, as a kill would (tests)."""
     state: dict[str, Any] = {}
     out: dict[str, Any] = {}
-    for step_name, fn in steps(db, root, summary, milvus_client, qdrant_client, index=index):
+    for step_name, fn in steps(db, root, summary, *stores, index=index):
         out[step_name] = fn(state)
         if step_name == stop_after:
             break

@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 from pymongo.database import Database
-from qdrant_client import models
 
 from musicrec import registry
 from musicrec.als import publish
 from musicrec.als.params import ALIAS, USER_VECTORS, collection_name, user_vector_field
 from musicrec.audit.core import (
-    MILVUS_PAGE,
-    QDRANT_PAGE,
     AuditContext,
     Finding,
     ScopePlan,
@@ -47,11 +44,11 @@ from musicrec.audit.core import (
     check_alias,
     check_collection,
     chunks,
+    page_size,
 )
 from musicrec.catalog.listens import local_file
-from musicrec.ids import point_id
-from musicrec.vectors import milvus as mv
-from musicrec.vectors import qdrant as qd
+from musicrec.vectors import Capability, Record, VectorStore, has
+from musicrec.vectors.base import read_vectors
 
 USERS = "users"
 
@@ -62,7 +59,7 @@ def digest(vec: Any) -> str:
 
 
 def _parquet_pairs(path: Path, id_col: str, prefix: str) -> Iterator[tuple[str, str]]:
-    for ids, vecs in mv.read_vectors(path, id_col, "vector", 5000):
+    for ids, vecs in read_vectors(path, id_col, "vector", 5000):
         for key, row in zip(ids, vecs, strict=True):
             yield key, f"{prefix}:{xxhash.xxh3_64_hexdigest(row.tobytes())}"
 
@@ -150,102 +147,56 @@ def _items(ctx: AuditContext, version: str, dim: int, path: Path, name: str) -> 
     plan = ScopePlan(scope, expected_name=f"lake:{path.name}",
                      expected=lambda: _parquet_pairs(path, "track_id", version),
                      expected_lookup=lambda ids: _subset_lookup(path, "track_id", version, ids))
-    if ctx.milvus is not None:
-        plan.targets.append(_milvus_target(ctx, plan, version, dim, name, path))
-    if ctx.qdrant is not None:
-        plan.targets.append(_qdrant_target(ctx, plan, version, dim, name, path))
+    for n, store in enumerate(ctx.vector_stores()):
+        plan.targets.append(_store_target(ctx, plan, store, version, dim, name, path, serving=n == 0))
     return plan
 
 
-def _milvus_target(ctx: AuditContext, plan: ScopePlan, version: str, dim: int, name: str, path: Path) -> Target:
-    client = ctx.milvus
-    store = f"milvus:{name}"
-    alias_store = f"milvus:alias {ALIAS}"
-    hint = "re-run als_training with force=true"
-    if check_collection(plan, store, name, exists=client.has_collection(name), dim=dim,
-                        have_dim=lambda: mv.vector_dim(client, name), hint=hint,
-                        rebuild=lambda: publish.publish_milvus(client, ctx.root, version, _rel(plan))):
-        mv.ensure_loaded(client, name)
-    check_alias(plan, alias_store, ALIAS, name, mv.alias_target(client, ALIAS),
-                lambda: mv.swap_alias(client, ALIAS, name))
+def _fingerprint(store: VectorStore, version: str) -> Callable[[Record], str]:
+    """``<version>:<digest>``: the version from the row's payload where the store keeps one (what the
+    publish wrote there), else from the collection's name (a fixed-schema store such as Milvus)."""
+    if has(store, Capability.PAYLOAD):
+        return lambda r: f"{(r.payload or {}).get('model_version')}:{digest(r.vector)}"
+    return lambda r: f"{version}:{digest(r.vector)}"
 
-    def rows(ids: list[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        if not client.has_collection(name):
-            return out
-        for part in chunks(ids):
-            for r in client.query(name, filter=f"{mv.ID_FIELD} in {json.dumps(part)}",
-                                  output_fields=[mv.ID_FIELD, mv.VECTOR_FIELD], consistency_level="Strong"):
-                out[r[mv.ID_FIELD]] = f"{version}:{digest(r[mv.VECTOR_FIELD])}"
-        return out
+
+def _store_target(ctx: AuditContext, plan: ScopePlan, store: VectorStore, version: str, dim: int, name: str,
+                  path: Path, *, serving: bool) -> Target:
+    """One vector store's target: structural checks (collection, dimension, alias), then its rows."""
+    key = f"{store.kind}:{name}"
+    alias_key = f"{store.kind}:alias {ALIAS}"
+    # the serving store is rebuilt by the publish's own upsert + index; a mirror by its mirror step
+    rebuild = ((lambda: publish.publish_primary(store, ctx.root, version, _rel(plan))) if serving
+               else (lambda: publish.publish_mirror(store, ctx.root, version, _rel(plan), name)))
+    if check_collection(plan, key, name, exists=store.has_collection(name), dim=dim,
+                        have_dim=lambda: store.collection_dim(name), rebuild=rebuild,
+                        hint="re-run als_training with force=true"):
+        store.ready(name)
+    check_alias(plan, alias_key, ALIAS, name, store.alias_target(ALIAS), lambda: store.swap_alias(ALIAS, name))
+    fp = _fingerprint(store, version)
+    page = page_size(store)
+
+    def lookup(ids: list[str]) -> dict[str, str]:
+        return {r.key: fp(r) for r in store.fetch(name, ids, vectors=True)}
 
     def upsert(ids: list[str]) -> dict[str, list[str]]:
         sub = _subset_file(path, "track_id", ids, ctx.spill_dir)
         try:
-            mv.upsert_parquet(client, name, sub, delete_missing=False)
+            store.upsert_parquet(name, sub, payload={"model_version": version}, delete_missing=False)
         finally:
             sub.unlink(missing_ok=True)
         return {"upsert": ids}
 
     def delete(ids: list[str]) -> dict[str, list[str]]:
-        for part in chunks(ids):
-            client.delete(name, ids=part)
-        if hasattr(client, "flush"):
-            client.flush(name)
+        store.delete(name, ids)
         return {"delete": ids}
 
-    return Target(store, stream=lambda: ((r[mv.ID_FIELD], f"{version}:{digest(r[mv.VECTOR_FIELD])}")
-                                         for r in mv.iter_rows(client, name, [mv.ID_FIELD, mv.VECTOR_FIELD], MILVUS_PAGE)),
-                  lookup=rows, upsert=upsert, delete=delete)
+    return Target(key, stream=lambda: ((r.key, fp(r)) for r in store.scan(name, vectors=True, batch=page)),
+                  lookup=lookup, upsert=upsert, delete=delete)
 
 
 def _rel(plan: ScopePlan) -> str:
     return plan.info["artifact"]
-
-
-def _qdrant_key(record: models.Record) -> str:
-    payload = record.payload or {}
-    return payload.get("track_id") or f"#{record.id}"  # a point without track_id: keyed by its point id
-
-
-def _qdrant_fp(record: models.Record) -> str:
-    return f"{(record.payload or {}).get('model_version')}:{digest(record.vector)}"
-
-
-def _qdrant_target(ctx: AuditContext, plan: ScopePlan, version: str, dim: int, name: str, path: Path) -> Target:
-    client = ctx.qdrant
-    store = f"qdrant:{name}"
-    alias_store = f"qdrant:alias {ALIAS}"
-    check_collection(plan, store, name, exists=client.collection_exists(name), dim=dim,
-                     have_dim=lambda: getattr(client.get_collection(name).config.params.vectors, "size", None),
-                     rebuild=lambda: publish.publish_qdrant(client, ctx.root, version, _rel(plan), name),
-                     hint="re-run als_training with force=true")
-    check_alias(plan, alias_store, ALIAS, name, qd.alias_target(client, ALIAS),
-                lambda: qd.swap_alias(client, ALIAS, name))
-
-    def lookup(ids: list[str]) -> dict[str, str]:
-        if not client.collection_exists(name):
-            return {}
-        pids = [i[1:] if i.startswith("#") else point_id(i) for i in ids]
-        return {_qdrant_key(r): _qdrant_fp(r)
-                for r in client.retrieve(name, ids=pids, with_payload=True, with_vectors=True)}
-
-    def upsert(ids: list[str]) -> dict[str, list[str]]:
-        sub = _subset_file(path, "track_id", ids, ctx.spill_dir)
-        try:
-            qd.upsert_parquet(client, name, sub, payload={"model_version": version}, delete_missing=False)
-        finally:
-            sub.unlink(missing_ok=True)
-        return {"upsert": ids}
-
-    def delete(ids: list[str]) -> dict[str, list[str]]:
-        pids = [i[1:] if i.startswith("#") else point_id(i) for i in ids]
-        client.delete(name, points_selector=models.PointIdsList(points=pids), wait=True)
-        return {"delete": ids}
-
-    return Target(store, stream=lambda: ((_qdrant_key(r), _qdrant_fp(r))
-                                         for r in qd.iter_points(client, name, with_vectors=True, batch=QDRANT_PAGE)),
-                  lookup=lookup, upsert=upsert, delete=delete)
 
 
 # ----------------------------------------------------------------------------- users

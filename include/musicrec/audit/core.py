@@ -22,7 +22,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from musicrec.audit import engine
+from musicrec.vectors import VectorStore, as_stores
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ EXAMPLE_IDS = 20
 # page: 4.7k ids/s at 100k rows; 16,384: ~5x faster, bench/audit.py); Milvus caps a page at 16,384.
 MILVUS_PAGE = 10_000
 QDRANT_PAGE = 2_000
+PAGES = {"milvus": MILVUS_PAGE, "qdrant": QDRANT_PAGE}  # per store kind; others page by DEFAULT_PAGE
+DEFAULT_PAGE = 2_000
+
+
+def page_size(store: Any) -> int:
+    return PAGES.get(getattr(store, "kind", ""), DEFAULT_PAGE)
 
 
 @dataclass(frozen=True)
@@ -94,14 +101,19 @@ class ScopePlan:
 class AuditContext:
     db: Database
     root: Any  # LakePath
-    milvus: Any = None
-    qdrant: Any = None
+    milvus: Any = None  # the serving store (a VectorStore or a client); kept for callers of the two-store era
+    qdrant: Any = None  # its mirror
+    stores: Sequence[Any] | None = None  # the vector stores in order, the serving one first (wins over the two)
     run_id: str = "manual"
     lake_checksums: bool = True
     examples: int = EXAMPLE_IDS
     spill_dir: str | None = None  # local scratch for the spills (default: <staging>/audit)
     bits: int = engine.DEFAULT_BITS
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def vector_stores(self) -> list[VectorStore]:
+        """Every vector store to audit, in order: ``stores`` when given, else ``milvus`` then ``qdrant``."""
+        return as_stores(self.stores) if self.stores is not None else as_stores(self.milvus, self.qdrant)
 
     def __post_init__(self) -> None:
         if self.spill_dir is None:

@@ -2,16 +2,16 @@
 
 Every song with ``lyrics.status == found`` (and plain lyrics, i.e. a ``lyrics.sha256``: a found song
 with synced-only or empty lyrics has nothing to embed) must be in the collection the ``lyrics_embeddings`` alias
-serves (Milvus and the Qdrant mirror) with fingerprint ``embeddings.store.fingerprint(lyrics.sha256,
+serves (in every vector store of ``AuditContext.vector_stores()``: Milvus and the Qdrant mirror) with fingerprint ``embeddings.store.fingerprint(lyrics.sha256,
 model_id)``, and ``songs.embedding`` must record that same pair; songs without found lyrics must be
 absent from all three. Structural checks: the collection exists with the model's dimension and the
 alias points at it.
 
 Repair re-upserts a missing or stale vector from the delta file ``songs.embedding.shard`` names
-(``embeddings.store.read_delta`` → ``upsert_milvus`` / ``upsert_qdrant``: the lyrics helper's own
-writers, no copy here) when that row holds the song's *current* lyrics and model; otherwise the song
+(``embeddings.store.read_delta`` → each store's ``upsert_records``: the stores' own writers, no copy
+here) when that row holds the song's *current* lyrics and model; otherwise the song
 needs encoding and is flagged for ``lyrics_embeddings`` (which embeds changed lyrics). Orphans older
-than the grace period whose song still has no found lyrics are deleted (``embeddings.store.delete_ids``);
+than the grace period whose song still has no found lyrics are deleted (each store's ``delete``);
 an orphan ``songs.embedding`` is ``$unset`` (the contract's "vectors removed" state).
 """
 
@@ -22,22 +22,19 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
-from qdrant_client import models
 
 from musicrec.audit.core import (
-    MILVUS_PAGE,
-    QDRANT_PAGE,
     AuditContext,
     ScopePlan,
     Target,
     check_alias,
     check_collection,
     chunks,
+    page_size,
 )
 from musicrec.embeddings import store
-from musicrec.ids import point_id
-from musicrec.vectors import milvus as mv
-from musicrec.vectors import qdrant as qd
+from musicrec.vectors import Record, VectorStore
+from musicrec.vectors.records import PAYLOAD
 
 SONGS = "songs"
 # found songs with plain lyrics (a hash): a found song with synced-only or empty lyrics has nothing to
@@ -103,44 +100,37 @@ def plans(ctx: AuditContext) -> list[ScopePlan]:
 
     plan = ScopePlan(SCOPE, expected_name="mongo:songs.lyrics", expected=expected, expected_lookup=expected_lookup,
                      guard=guard, info={"model": doc["_id"], "model_id": model_id, "collection": name, "dim": dim})
-    if ctx.milvus is not None:
-        plan.targets.append(_milvus(ctx, plan, name, dim, from_shards))
-    if ctx.qdrant is not None:
-        plan.targets.append(_qdrant(ctx, plan, name, dim, from_shards))
+    for vector_store in ctx.vector_stores():
+        plan.targets.append(_store_target(ctx, plan, vector_store, name, dim, from_shards))
     plan.targets.append(_embedding_field(ctx, model_id))
     return [plan]
 
 
-def _milvus(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards) -> Target:
-    client = ctx.milvus
-    key = f"milvus:{name}"
-    fields = [store.ID_FIELD, "lyrics_sha256", "model_id"]
-    if check_collection(plan, key, name, exists=client.has_collection(name), dim=dim,
-                        have_dim=lambda: store.collection_info(client, name)["dim"], rebuild=None,
-                        hint="re-run lyrics_embeddings (it rebuilds the collection from the deltas)"):
-        mv.ensure_loaded(client, name)
-    if client.has_collection(name):
-        check_alias(plan, f"milvus:alias {store.ALIAS}", store.ALIAS, name, mv.alias_target(client, store.ALIAS),
-                    lambda: mv.swap_alias(client, store.ALIAS, name))
+def _store_target(ctx: AuditContext, plan: ScopePlan, vs: VectorStore, name: str, dim: int, from_shards) -> Target:
+    """One vector store's target: structural checks (collection, dimension, alias), then its rows'
+    fingerprints (``lyrics_sha256`` and ``model_id``: scalar fields in Milvus, payload in Qdrant)."""
+    key = f"{vs.kind}:{name}"
+    exists = vs.has_collection(name)
+    if check_collection(plan, key, name, exists=exists, dim=dim, have_dim=lambda: vs.collection_dim(name),
+                        rebuild=None, hint="re-run lyrics_embeddings (it rebuilds the collection from the deltas)"):
+        vs.ready(name)
+    if exists:
+        check_alias(plan, f"{vs.kind}:alias {store.ALIAS}", store.ALIAS, name, vs.alias_target(store.ALIAS),
+                    lambda: vs.swap_alias(store.ALIAS, name))
 
-    def fp(r: dict[str, Any]) -> str:
-        return store.fingerprint(r["lyrics_sha256"], r["model_id"])
+    def fp(r: Record) -> str:
+        return store.fingerprint(r.payload.get("lyrics_sha256"), r.payload.get("model_id"))
 
     def lookup(ids: list[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for part in chunks(ids):
-            rows = client.query(name, filter=f"{store.ID_FIELD} in {_json(part)}", output_fields=fields,
-                                consistency_level="Strong")
-            out.update({r[store.ID_FIELD]: fp(r) for r in rows})
-        return out
+        return {r.key: fp(r) for r in vs.fetch(name, ids, fields=PAYLOAD)}
 
-    upsert = _upsert_from_shards(from_shards, lambda table: store.upsert_milvus(client, name, table))
+    upsert = _upsert_from_shards(from_shards, lambda table: vs.upsert_records(name, table))
 
     def delete(ids: list[str]) -> dict[str, list[str]]:
-        store.delete_ids(client, None, name, ids)
+        vs.delete(name, ids)
         return {"delete": ids}
 
-    return Target(key, stream=lambda: ((r[store.ID_FIELD], fp(r)) for r in mv.iter_rows(client, name, fields, MILVUS_PAGE)),
+    return Target(key, stream=lambda: ((r.key, fp(r)) for r in vs.scan(name, fields=PAYLOAD, batch=page_size(vs))),
                   lookup=lookup, upsert=upsert, delete=delete)
 
 
@@ -156,37 +146,6 @@ def _upsert_from_shards(from_shards, write) -> Callable[[list[str]], dict[str, l
                 "flagged_needs_encoding": rest}
 
     return upsert
-
-
-def _qdrant(ctx: AuditContext, plan: ScopePlan, name: str, dim: int, from_shards) -> Target:
-    client = ctx.qdrant
-    key = f"qdrant:{name}"
-    check_collection(plan, key, name, exists=client.collection_exists(name), dim=dim,
-                     have_dim=lambda: getattr(client.get_collection(name).config.params.vectors, "size", None),
-                     rebuild=None, hint="re-run lyrics_embeddings (it mirrors the collection again)")
-    if client.collection_exists(name):
-        check_alias(plan, f"qdrant:alias {store.ALIAS}", store.ALIAS, name, qd.alias_target(client, store.ALIAS),
-                    lambda: qd.swap_alias(client, store.ALIAS, name))
-
-    def pair(r: models.Record) -> tuple[str, str]:
-        p = r.payload or {}
-        return p.get("track_id") or f"#{r.id}", store.fingerprint(p.get("lyrics_sha256"), p.get("model_id"))
-
-    def lookup(ids: list[str]) -> dict[str, str]:
-        pids = [i[1:] if i.startswith("#") else point_id(i) for i in ids]
-        return dict(pair(r) for r in client.retrieve(name, ids=pids, with_payload=True, with_vectors=False))
-
-    upsert = _upsert_from_shards(from_shards, lambda table: store.upsert_qdrant(client, name, table))
-
-    def delete(ids: list[str]) -> dict[str, list[str]]:
-        odd = [i[1:] for i in ids if i.startswith("#")]
-        store.delete_ids(None, client, name, [i for i in ids if not i.startswith("#")])
-        if odd:
-            client.delete(name, points_selector=models.PointIdsList(points=odd), wait=True)
-        return {"delete": ids}
-
-    return Target(key, stream=lambda: (pair(r) for r in qd.iter_points(client, name, batch=QDRANT_PAGE)), lookup=lookup,
-                  upsert=upsert, delete=delete)
 
 
 def _embedding_field(ctx: AuditContext, model_id: str) -> Target:
@@ -216,9 +175,3 @@ def _embedding_field(ctx: AuditContext, model_id: str) -> Target:
     return Target("mongo:songs.embedding",
                   stream=lambda: ((d["_id"], fp(d)) for d in db[SONGS].find(has, {"embedding": 1}, batch_size=2000)),
                   lookup=lookup, upsert=upsert, delete=delete)
-
-
-def _json(ids: list[str]) -> str:
-    import json
-
-    return json.dumps(ids)

@@ -5,7 +5,8 @@
    length-sorted parts; each part is one delta file ``embeddings/<slug>/run=<run_id>/part-NNNNN.parquet``
    (atomic publish + ``lake_partitions``). A retry of the same run skips the songs its parts already
    hold and numbers new parts after them: a killed run resumes without re-encoding or duplicates.
-2. Milvus / Qdrant upserts of the run's parts (:func:`run_parts`, ``store.upsert_*``), then the indexes.
+2. the run's parts into every vector store (:func:`upsert_run_primary` for the serving one — Milvus —,
+   :func:`upsert_run_mirror` for each mirror — Qdrant —; each store's ``upsert_records``), then the indexes.
 3. :func:`activate` — the models document of this model ``active`` (others ``retired``) and the alias
    ``lyrics_embeddings`` → ``lyrics_embeddings_<slug>`` in Milvus and Qdrant.
 4. :func:`stamp` — ``songs.embedding = {model_id, lyrics_sha256, shard}``, only where the lyrics are
@@ -14,7 +15,8 @@
    lyrics stamped with this model are deleted from both; ``embedding`` is unset on songs whose lyrics
    are no longer found. Runs after the stamp, so nothing upserted by this run is taken for stale.
 
-No Airflow imports: callers pass the database, lake root, clients and encoder.
+No Airflow imports: callers pass the database, lake root, the vector stores (``musicrec.vectors``; raw
+clients are wrapped) and the encoder.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from musicrec.catalog.listens import local_file
 from musicrec.embeddings import store
 from musicrec.embeddings.encoder import Encoder
 from musicrec.lake.storage import LakePath
+from musicrec.vectors import Capability, as_store, as_stores, has
 from musicrec.vectors import milvus as mv
-from musicrec.vectors import qdrant as qd
+from musicrec.vectors.base import DimensionMismatch, VectorStoreError
 
 log = logging.getLogger(__name__)
 
@@ -172,17 +175,18 @@ def iter_run_tables(db: Database, root: LakePath, model_slug: str, run_id: str) 
         yield rel, store.read_delta(root, rel)
 
 
-def placement(client, info: dict[str, Any], dense_index: mv.IndexSpec | None = None) -> dict[str, Any]:
-    """Where this run's vectors go (issue 14): the alias target when it holds this model with the
-    requested dense index (upserts into a live collection never release it); a new physical collection
-    ``..._ix<tag>`` when the live one has another dense index (built complete, indexed, verified, then
-    swapped by :func:`activate`); else the model's plain collection (a model change)."""
+def placement(primary, info: dict[str, Any], dense_index: mv.IndexSpec | None = None) -> dict[str, Any]:
+    """Where this run's vectors go in the serving store (issue 14): the alias target when it holds this
+    model with the requested dense index (upserts into a live collection never release it); a new physical
+    collection ``..._ix<tag>`` when the live one has another dense index (built complete, indexed, verified,
+    then swapped by :func:`activate`); else the model's plain collection (a model change)."""
+    primary = as_store(primary)
     slug = info["model_slug"]
     spec = dense_index or mv.IndexSpec(*store.INDEXES[store.DENSE][:2], dict(store.INDEXES[store.DENSE][2]))
-    target = mv.alias_target(client, store.ALIAS)
+    target = primary.alias_target(store.ALIAS)
     if store.is_collection_of(target, slug):
-        current = mv.describe_index(client, target, store.DENSE)
-        if current is None or mv.same_index(current, spec):
+        current = primary.describe_index(target, store.DENSE) if has(primary, Capability.INDEX) else None
+        if current is None or primary.same_index(current, spec):
             return {"collection": target, "side": False}
         from musicrec.als.publish import index_tag
 
@@ -201,39 +205,47 @@ def current_tables(db: Database, root: LakePath, model_id: str) -> Iterator[Any]
             yield store.read_delta(root, shard, ids[start:start + 5000])
 
 
-def upsert_run_milvus(client, db: Database, root: LakePath, info: dict[str, Any], run_id: str, *,
+def upsert_run_milvus(primary, db: Database, root: LakePath, info: dict[str, Any], run_id: str, *,
                       dense_index: mv.IndexSpec | None = None) -> dict[str, Any]:
-    """The run's parts → the Milvus collection of :func:`placement` (created with the model's dim/sparse
-    even when empty); a new physical collection first gets every current vector of the model."""
-    where = placement(client, info, dense_index)
+    """The run's parts → the serving store's collection of :func:`placement` (created with the model's
+    dim/sparse even when empty); a new physical collection first gets every current vector of the model."""
+    primary = as_store(primary)
+    where = placement(primary, info, dense_index)
     name = where["collection"]
-    store.ensure_milvus_collection(client, name, int(info["dim"]), bool(info["sparse"]))
+    primary.ensure_record_collection(name, int(info["dim"]), bool(info["sparse"]))
     rows = parts = backfilled = 0
     if where["side"]:
         for table in current_tables(db, root, info["model_id"]):
-            backfilled += store.upsert_milvus(client, name, table)
+            backfilled += primary.upsert_records(name, table)
     for _rel, table in iter_run_tables(db, root, info["model_slug"], run_id):
-        rows += store.upsert_milvus(client, name, table)
+        rows += primary.upsert_records(name, table)
         parts += 1
     return where | {"rows": rows, "parts": parts, "backfilled": backfilled}
 
 
-def upsert_run_qdrant(client, db: Database, root: LakePath, info: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """The run's parts → the Qdrant mirror collection of the same name (``info["collection"]``); a new
+upsert_run_primary = upsert_run_milvus
+
+
+def upsert_run_mirror(mirror, db: Database, root: LakePath, info: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The run's parts → a mirror store's collection of the same name (``info["collection"]``); a new
     physical collection first gets every current vector of the model."""
+    mirror = as_store(mirror)
     name = info["collection"]
-    created = qd.ensure_collection(client, name, int(info["dim"]), "IP")
+    created = mirror.ensure_record_collection(name, int(info["dim"]), bool(info["sparse"]))
     rows = written = 0
     if created and info.get("side"):
         for table in current_tables(db, root, info["model_id"]):
-            written += store.upsert_qdrant(client, name, table)
+            written += mirror.upsert_records(name, table)
     for _rel, table in iter_run_tables(db, root, info["model_slug"], run_id):
-        written += store.upsert_qdrant(client, name, table)
+        written += mirror.upsert_records(name, table)
         rows += table.num_rows
     return {"collection": name, "rows": rows, "written": written}
 
 
-def verify_dense(client, db: Database, root: LakePath, info: dict[str, Any], run_id: str, *, queries: int = 16,
+upsert_run_qdrant = upsert_run_mirror
+
+
+def verify_dense(primary, db: Database, root: LakePath, info: dict[str, Any], run_id: str, *, queries: int = 16,
                  min_recall: float = 0.8) -> float:
     """Recall@k of the dense index of ``info["collection"]`` against exact search over the model's
     current vectors (the same check the ALS publish makes before a swap)."""
@@ -251,6 +263,7 @@ def verify_dense(client, db: Database, root: LakePath, info: dict[str, Any], run
     rng = np.random.default_rng(0)
     picks = rng.choice(len(keys), size=min(queries, len(keys)), replace=False)
     k = min(10, len(keys))
+    client = as_store(primary).client  # a Milvus search with the index's own params (Capability.INDEX)
     res = client.search(info["collection"], data=mat[picks].tolist(), limit=k, anns_field=store.DENSE,
                         search_params={"metric_type": "IP", "params": {"ef": 64}}, output_fields=[store.ID_FIELD],
                         consistency_level="Strong")
@@ -263,39 +276,44 @@ def verify_dense(client, db: Database, root: LakePath, info: dict[str, Any], run
     return recall
 
 
-def build_indexes(client, collection: str, *, dense_index: mv.IndexSpec | None = None,
+def build_indexes(primary, collection: str, *, dense_index: mv.IndexSpec | None = None,
                   timeout_s: float = 1800.0) -> dict[str, dict[str, Any]]:
     """Every vector field's index (``store.INDEXES``; ``dense_index`` overrides the dense one), each
-    checked as really built, then the collection loaded once (a server loads only fully indexed ones)."""
+    checked as really built, then the collection loaded once (a server loads only fully indexed ones).
+    Only for a store with ``Capability.INDEX``."""
+    primary = as_store(primary)
+    client = primary.client
     fields = {f["name"] for f in client.describe_collection(collection)["fields"]}
     out = {}
     for field, (itype, metric, params) in store.INDEXES.items():
         if field not in fields:
             continue
         spec = dense_index if (field == store.DENSE and dense_index) else mv.IndexSpec(itype, metric, dict(params))
-        desc = mv.ensure_index(client, collection, spec, field=field, timeout_s=timeout_s, load=False)
+        desc = primary.build_index(collection, spec, field=field, timeout_s=timeout_s, load=False)
         out[field] = {k: desc.get(k) for k in ("index_type", "metric_type", "indexed_rows", "total_rows")}
     client.load_collection(collection)
     state = client.get_load_state(collection).get("state")
     if "Loaded" not in str(state):
-        raise mv.VectorStoreError(f"{collection}: load state {state} after load_collection")
+        raise VectorStoreError(f"{collection}: load state {state} after load_collection")
     return out
 
 
 # ----------------------------------------------------------------------------- 3. activate
 
-def activate(db: Database, milvus, qdrant, info: dict[str, Any], *, root: LakePath | None = None,
+def activate(db: Database, primary, mirrors, info: dict[str, Any], *, root: LakePath | None = None,
              run_id: str = "") -> dict[str, Any]:
-    """Record the model and point the alias at its collection (Milvus, then the Qdrant mirror); the
-    collection it replaced is dropped by :func:`drop_replaced` after the stamp, never while it is served."""
+    """Record the model and point the alias at its collection in every store (the serving one, then its
+    ``mirrors``: a store, a client, None or a sequence of them); the collection it replaced is dropped by
+    :func:`drop_replaced` after the stamp, never while it is served."""
     now = datetime.now(UTC)
+    stores = as_stores(primary, mirrors)
     slug, name = info["model_slug"], info["collection"]
-    have = store.collection_info(milvus, name)
-    if have["dim"] != int(info["dim"]):
-        raise mv.DimensionMismatch(f"{name} has dim {have['dim']}, the model has {info['dim']}")
+    have = stores[0].collection_dim(name)
+    if have != int(info["dim"]):
+        raise DimensionMismatch(f"{name} has dim {have}, the model has {info['dim']}")
     recall = None
-    if info.get("side") and root is not None:  # a rebuilt index proves itself before it takes the alias
-        recall = verify_dense(milvus, db, root, info, run_id)
+    if info.get("side") and root is not None and has(stores[0], Capability.INDEX):
+        recall = verify_dense(stores[0], db, root, info, run_id)  # a rebuilt index proves itself before the swap
     doc_id = store.model_doc_id(slug)
     fields = {"kind": store.MODEL_KIND, "model": info["model"], "model_id": info["model_id"], "dim": int(info["dim"]),
               "sparse": bool(info["sparse"]), "collection": name, "alias": store.ALIAS,
@@ -306,10 +324,12 @@ def activate(db: Database, milvus, qdrant, info: dict[str, Any], *, root: LakePa
                                                   "$setOnInsert": {"created_at": now}}, upsert=True)
     retired = db["models"].update_many({"kind": store.MODEL_KIND, "status": "active", "_id": {"$ne": doc_id}},
                                        {"$set": {"status": "retired", "retired_at": now}}).modified_count
-    previous = mv.swap_alias(milvus, store.ALIAS, name)
-    q_previous = qd.swap_alias(qdrant, store.ALIAS, name) if qdrant is not None else None
-    return {"model": doc_id, "collection": name, "previous": previous, "qdrant_previous": q_previous,
-            "retired": retired, "recall": recall}
+    out: dict[str, Any] = {"model": doc_id, "collection": name}
+    for n, vs in enumerate(stores):
+        out["previous" if n == 0 else f"{vs.kind}_previous"] = vs.swap_alias(store.ALIAS, name)
+    if len(stores) < 2:
+        out["qdrant_previous"] = None  # the result's shape of the Milvus + Qdrant era
+    return out | {"retired": retired, "recall": recall}
 
 
 # ----------------------------------------------------------------------------- 4. stamp
@@ -346,40 +366,40 @@ def stamp(db: Database, root: LakePath, model_slug: str, run_id: str) -> dict[st
 
 # ----------------------------------------------------------------------------- 5. prune
 
-def prune(db: Database, milvus, qdrant, collection: str, model_id: str) -> dict[str, int]:
-    """Delete vectors of songs without found lyrics stamped with ``model_id`` from both stores; unset
-    ``embedding`` on songs whose lyrics are no longer found."""
+def prune(db: Database, primary, mirrors, collection: str, model_id: str) -> dict[str, Any]:
+    """Delete vectors of songs without found lyrics stamped with ``model_id`` from every store (the
+    serving one and its ``mirrors``); unset ``embedding`` on songs whose lyrics are no longer found."""
+    stores = as_stores(primary, mirrors)
     wanted = {d["_id"] for d in db[SONGS].find({"lyrics.status": "found", "embedding.model_id": model_id},
                                                 {"_id": 1})}
-    in_milvus = set(mv.iter_ids(milvus, collection, store.ID_FIELD)) if milvus.has_collection(collection) else set()
-    in_qdrant = set(store.qdrant_fingerprints(qdrant, collection)) if qdrant is not None else set()
-    extra = (in_milvus | in_qdrant) - wanted
-    deleted = store.delete_ids(milvus, qdrant, collection, extra)
+    held = {vs.kind: (set(store.fingerprints(vs, collection)) if vs.has_collection(collection) else set())
+            for vs in stores}
+    extra = set().union(*held.values()) - wanted
+    deleted = store.delete_ids(stores, collection, extra)
     unset = db[SONGS].update_many({"embedding": {"$exists": True}, "lyrics.status": {"$ne": "found"}},
                                   {"$unset": {"embedding": ""}, "$set": {"updated_at": datetime.now(UTC)}}
                                   ).modified_count
-    dropped = drop_replaced(milvus, qdrant, collection)
-    log.info("prune %s: %d stale ids deleted (Milvus had %d, Qdrant %d), embedding unset on %d songs", collection,
-             len(extra), len(in_milvus), len(in_qdrant), unset)
-    return {"deleted": len(extra), "unset": unset, "milvus_deleted": deleted["milvus"],
-            "qdrant_deleted": deleted["qdrant"], "milvus_rows": len(in_milvus - extra),
-            "qdrant_points": len(in_qdrant - extra), "dropped": dropped}
+    dropped = drop_replaced(stores, None, collection)
+    log.info("prune %s: %d stale ids deleted (%s), embedding unset on %d songs", collection, len(extra),
+             {k: len(v) for k, v in held.items()}, unset)
+    out: dict[str, Any] = {"deleted": len(extra), "unset": unset, "dropped": dropped}
+    for vs in stores:
+        out[f"{vs.kind}_deleted"] = deleted.get(vs.kind, 0)
+        # rows left: Milvus "rows", the payload stores "points" (the result's names of the two-store era)
+        out[f"{vs.kind}_{'points' if has(vs, Capability.PAYLOAD) else 'rows'}"] = len(held[vs.kind] - extra)
+    return out
 
 
-def drop_replaced(milvus, qdrant, serving: str) -> list[str]:
-    """Drop the older physical collections of the serving model (an index change's predecessors): never
-    the alias target, never another model's collection (a model switch keeps the old one for roll-back)."""
+def drop_replaced(primary, mirrors, serving: str) -> list[str]:
+    """Drop the older physical collections of the serving model in every store (an index change's
+    predecessors): never the alias target, never another model's collection (a model switch keeps the old
+    one for roll-back). Mirrors' drops are listed as ``<kind>:<name>``."""
     base = INDEX_TAG.sub("", serving)
     dropped = []
-    target = mv.alias_target(milvus, store.ALIAS)
-    for name in milvus.list_collections():
-        if name != serving and name != target and (name == base or name.startswith(base + "_ix")):
-            milvus.drop_collection(name)
-            dropped.append(name)
-    if qdrant is not None:
-        q_target = qd.alias_target(qdrant, store.ALIAS)
-        for c in qdrant.get_collections().collections:
-            if c.name != serving and c.name != q_target and (c.name == base or c.name.startswith(base + "_ix")):
-                qdrant.delete_collection(c.name)
-                dropped.append(f"qdrant:{c.name}")
+    for n, vs in enumerate(as_stores(primary, mirrors)):
+        target = vs.alias_target(store.ALIAS)
+        for name in vs.list_collections():
+            if name != serving and name != target and (name == base or name.startswith(base + "_ix")):
+                vs.drop_collection(name)
+                dropped.append(name if n == 0 else f"{vs.kind}:{name}")
     return dropped

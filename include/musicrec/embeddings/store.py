@@ -26,36 +26,47 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pymilvus import DataType, Function, FunctionType, MilvusClient
-from qdrant_client import QdrantClient, models
 
 from musicrec import registry
 from musicrec.catalog.listens import local_file
 from musicrec.ids import point_id, slug_of  # noqa: F401 - slug_of re-exported (it lives in ids)
 from musicrec.lake import storage
 from musicrec.lake.storage import LakePath
+from musicrec.vectors import as_store, as_stores
 from musicrec.vectors import milvus as mv
 from musicrec.vectors import qdrant as qd
-from musicrec.vectors.milvus import DimensionMismatch, VectorStoreError
+from musicrec.vectors import records as rec
+from musicrec.vectors.base import DimensionMismatch, VectorStoreError  # noqa: F401 - re-exported
+from musicrec.vectors.records import (  # noqa: F401 - the record layout, re-exported under its old names
+    ANALYZER,
+    BM25_FIELD,
+    DENSE,
+    ID_FIELD,
+    NORM_TOLERANCE,
+    SCALAR_MAX_BYTES,
+    SCALARS,
+    SPARSE,
+    TEXT,
+    TEXT_MAX_BYTES,
+    clip,
+    dense_matrix,
+    has_sparse,
+    sparse_dicts,
+    table_dim,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
 ALIAS = "lyrics_embeddings"
 PRODUCER = "lyrics_embeddings"
 MODEL_KIND = "embedding"
-ID_FIELD, DENSE, SPARSE, TEXT, BM25_FIELD = "track_id", "dense", "sparse", "text", "text_bm25"
-SCALARS = ("title", "artist", "lyrics_sha256", "model_id")
-# VARCHAR limits are in bytes (UTF-8): text is cut to fit, never rejected
-TEXT_MAX_BYTES = 65535
-SCALAR_MAX_BYTES = {"title": 1024, "artist": 1024, "lyrics_sha256": 64, "model_id": 256}
-ANALYZER = {"tokenizer": "standard", "filter": ["lowercase"]}  # Milvus Lite rejects "type": "english"
 # the indexes the DAG's MilvusIndexOperator builds: field -> (index type, metric, build params)
 INDEXES: dict[str, tuple[str, str, dict[str, Any]]] = {
     DENSE: ("HNSW", "IP", {"M": 16, "efConstruction": 200}),
     SPARSE: ("SPARSE_INVERTED_INDEX", "IP", {}),
     BM25_FIELD: ("SPARSE_INVERTED_INDEX", "BM25", {}),
 }
-NORM_TOLERANCE = 1e-3
 IN_CHUNK = 500
 
 
@@ -102,29 +113,9 @@ def compose_text(title: str | None, artist: str | None, lyrics: str | None) -> s
                 TEXT_MAX_BYTES)
 
 
-def clip(value: str | None, max_bytes: int) -> str:
-    data = (value or "").encode("utf-8")
-    if len(data) <= max_bytes:
-        return value or ""
-    return data[:max_bytes].decode("utf-8", errors="ignore")
-
-
 # ----------------------------------------------------------------------------- the delta file
 
-def delta_schema(dim: int) -> pa.Schema:
-    return pa.schema([
-        ("track_id", pa.string()),
-        ("dense", pa.list_(pa.float32(), dim)),
-        ("sparse_indices", pa.list_(pa.int32())),
-        ("sparse_values", pa.list_(pa.float32())),
-        ("text", pa.string()),
-        ("title", pa.string()),
-        ("artist", pa.string()),
-        ("lyrics_sha256", pa.string()),
-        ("model_id", pa.string()),
-    ])
-
-
+delta_schema = rec.record_schema
 DELTA_SCHEMA = delta_schema
 
 
@@ -182,202 +173,50 @@ def read_delta(root: LakePath, shard_rel: str, ids: Iterable[str] | None = None)
     return table
 
 
-def table_dim(table: pa.Table) -> int:
-    return int(table.schema.field("dense").type.list_size)
+# ----------------------------------------------------------------------------- the stores
+
+# The writers live with each store (``VectorStore.upsert_records``); these names are kept for callers.
+ensure_milvus_collection = mv.ensure_record_collection
+collection_info = mv.record_collection_info
 
 
-def has_sparse(table: pa.Table) -> bool:
-    return table.num_rows > 0 and table.column("sparse_indices").null_count < table.num_rows
+def upsert_milvus(client, collection: str, table: pa.Table, *, batch_rows: int = 500) -> int:
+    """The records into Milvus (``musicrec.vectors.milvus.upsert_records``)."""
+    return mv.upsert_records(client, collection, table, batch_rows=batch_rows)
 
 
-def dense_matrix(table: pa.Table) -> np.ndarray:
-    dim = table_dim(table)
-    flat = table.column("dense").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return np.array(flat, dtype=np.float32).reshape(table.num_rows, dim)
+def upsert_qdrant(client, collection: str, table: pa.Table, *, batch_rows: int = 500) -> int:
+    """The records' dense vectors into the Qdrant mirror (``musicrec.vectors.qdrant.upsert_records``)."""
+    return qd.upsert_records(client, collection, table, batch_rows=batch_rows)
 
 
-def sparse_dicts(table: pa.Table) -> list[dict[int, float]] | None:
-    if not has_sparse(table):
-        return None
-    return [dict(zip(i or [], v or [], strict=True)) for i, v in
-            zip(table.column("sparse_indices").to_pylist(), table.column("sparse_values").to_pylist(), strict=True)]
-
-
-def validate(table: pa.Table, dim: int | None = None) -> None:
-    """Refuse a delta the stores must not get: wrong dimension, NaN/inf, not normalized, bad sparse."""
-    have = table_dim(table)
-    if dim is not None and have != dim:
-        raise DimensionMismatch(f"delta vectors have dim {have}, the collection has {dim}")
-    if table.num_rows == 0:
-        return
-    mat = dense_matrix(table)
-    if not np.isfinite(mat).all():
-        raise VectorStoreError(f"{int((~np.isfinite(mat).all(axis=1)).sum())} dense vectors hold NaN/inf")
-    norms = np.linalg.norm(mat, axis=1)
-    if np.abs(norms - 1.0).max() > NORM_TOLERANCE:
-        raise VectorStoreError(f"dense vectors are not L2-normalized (norms {norms.min():.4f}..{norms.max():.4f})")
-    for sp in sparse_dicts(table) or []:
-        if not all(np.isfinite(v) for v in sp.values()):
-            raise VectorStoreError("a sparse vector holds NaN/inf")
-    if table.column("track_id").null_count or len(set(table.column("track_id").to_pylist())) != table.num_rows:
-        raise VectorStoreError("track ids must be unique and not null")
-
-
-# ----------------------------------------------------------------------------- Milvus
-
-def ensure_milvus_collection(client: MilvusClient, name: str, dim: int, sparse: bool) -> bool:
-    """Create the hybrid collection unless it exists; True when created. An existing one with another
-    dense dimension or without the sparse field the model needs is a :class:`DimensionMismatch`."""
-    if client.has_collection(name):
-        fields = {f["name"]: f for f in client.describe_collection(name)["fields"]}
-        have = int(fields[DENSE]["params"]["dim"]) if DENSE in fields else None
-        if have != dim:
-            raise DimensionMismatch(f"collection {name} has {DENSE} dim {have}, the vectors have {dim}")
-        if sparse and SPARSE not in fields:
-            raise DimensionMismatch(f"collection {name} has no {SPARSE} field but the model gives lexical weights")
-        mv.ensure_loaded(client, name)
-        return False
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
-                                        description="lyrics embeddings (dense, sparse, BM25)")
-    schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=mv.ID_MAX_LENGTH)
-    schema.add_field(DENSE, DataType.FLOAT_VECTOR, dim=dim)
-    if sparse:
-        schema.add_field(SPARSE, DataType.SPARSE_FLOAT_VECTOR)
-    schema.add_field(TEXT, DataType.VARCHAR, max_length=TEXT_MAX_BYTES, enable_analyzer=True,
-                     analyzer_params=ANALYZER, enable_match=True)
-    schema.add_field(BM25_FIELD, DataType.SPARSE_FLOAT_VECTOR)
-    for f in SCALARS:
-        schema.add_field(f, DataType.VARCHAR, max_length=SCALAR_MAX_BYTES[f])
-    schema.add_function(Function(name="text_bm25_fn", function_type=FunctionType.BM25,
-                                 input_field_names=[TEXT], output_field_names=[BM25_FIELD]))
-    client.create_collection(name, schema=schema, consistency_level="Strong")
-    log.info("created Milvus collection %s (dense dim %d, sparse %s, BM25 over %s)", name, dim, sparse, TEXT)
-    return True
-
-
-def collection_info(client: MilvusClient, name: str) -> dict[str, Any]:
-    fields = {f["name"]: f for f in client.describe_collection(name)["fields"]}
-    return {"dim": int(fields[DENSE]["params"]["dim"]), "sparse": SPARSE in fields}
-
-
-def upsert_milvus(client: MilvusClient, collection: str, table: pa.Table, *, batch_rows: int = 500) -> int:
-    """Upsert the delta rows (idempotent by primary key; creates the collection when missing).
-    Everything is validated first, so a refusal writes nothing. Returns rows upserted."""
-    dim = table_dim(table)
-    sparse = has_sparse(table)
-    if client.has_collection(collection):
-        info = collection_info(client, collection)
-        validate(table, info["dim"])
-        if sparse and not info["sparse"]:
-            raise DimensionMismatch(f"{collection} has no {SPARSE} field, the delta holds lexical weights")
-        if info["sparse"] and table.num_rows and not sparse:
-            raise DimensionMismatch(f"{collection} expects lexical weights, the delta has none")
-    else:
-        validate(table, dim)
-    if table.num_rows == 0:
-        return 0
-    ensure_milvus_collection(client, collection, dim, sparse)
-    mat = dense_matrix(table)
-    sp = sparse_dicts(table)
-    cols = {c: table.column(c).to_pylist() for c in ("track_id", "text", *SCALARS)}
-    for start in range(0, table.num_rows, batch_rows):
-        rows = []
-        for n in range(start, min(start + batch_rows, table.num_rows)):
-            row = {ID_FIELD: cols["track_id"][n], DENSE: mat[n].tolist(), TEXT: clip(cols["text"][n], TEXT_MAX_BYTES)}
-            if sp is not None:
-                # an empty sparse vector is rejected by Milvus: keep the strongest token at ~0 weight
-                row[SPARSE] = sp[n] or {0: 1e-6}
-            for f in SCALARS:
-                row[f] = clip(cols[f][n], SCALAR_MAX_BYTES[f])
-            rows.append(row)
-        client.upsert(collection, rows)
-    if hasattr(client, "flush"):
-        client.flush(collection)
-    log.info("Milvus %s: upserted %d rows", collection, table.num_rows)
-    return table.num_rows
-
-
-def milvus_fingerprints(client: MilvusClient, collection: str, batch: int = 1000) -> dict[str, str]:
-    """track_id -> fingerprint of every row (Strong consistency; the collection must be loaded)."""
-    mv.ensure_loaded(client, collection)
-    out: dict[str, str] = {}
-    it = client.query_iterator(collection, batch_size=batch, filter="",
-                               output_fields=[ID_FIELD, "lyrics_sha256", "model_id"], consistency_level="Strong")
-    try:
-        while rows := it.next():
-            for r in rows:
-                out[r[ID_FIELD]] = fingerprint(r["lyrics_sha256"], r["model_id"])
-    finally:
-        it.close()
-    return out
-
-
-# ----------------------------------------------------------------------------- Qdrant
-
-def upsert_qdrant(client: QdrantClient, collection: str, table: pa.Table, *, batch_rows: int = 500) -> int:
-    """Upsert the delta's dense vectors (point id from track_id; only points whose vector or payload
-    differ are written). Validated first; creates the collection when missing. Returns points written."""
-    dim = table_dim(table)
-    if client.collection_exists(collection):
-        have = getattr(client.get_collection(collection).config.params.vectors, "size", None)
-        if have != dim:
-            raise DimensionMismatch(f"Qdrant collection {collection} has dim {have}, the delta has {dim}")
-    validate(table, dim)
-    if table.num_rows == 0:
-        return 0
-    qd.ensure_collection(client, collection, dim, "IP")
-    mat = dense_matrix(table)
-    ids = table.column("track_id").to_pylist()
-    shas = table.column("lyrics_sha256").to_pylist()
-    mids = table.column("model_id").to_pylist()
-    written = 0
-    for start in range(0, len(ids), batch_rows):
-        sl = range(start, min(start + batch_rows, len(ids)))
-        pids = [point_id(ids[n]) for n in sl]
-        payloads = [{"track_id": ids[n], "lyrics_sha256": shas[n], "model_id": mids[n]} for n in sl]
-        values = [mat[n].tolist() for n in sl]
-        have = {str(r.id): r for r in client.retrieve(collection, ids=pids, with_payload=True, with_vectors=True)}
-        todo = [j for j, pid in enumerate(pids)
-                if (r := have.get(pid)) is None or r.payload != payloads[j]
-                or not np.allclose(np.asarray(r.vector, dtype=np.float32), values[j], atol=1e-6)]
-        if todo:
-            client.upsert(collection, points=models.Batch(ids=[pids[j] for j in todo],
-                                                          vectors=[values[j] for j in todo],
-                                                          payloads=[payloads[j] for j in todo]), wait=True)
-        written += len(todo)
-    log.info("Qdrant %s: %d points (%d written)", collection, len(ids), written)
-    return written
-
-
-def qdrant_fingerprints(client: QdrantClient, collection: str) -> dict[str, str]:
-    """track_id -> fingerprint of every point of the mirror."""
-    if not client.collection_exists(collection) and qd.alias_target(client, collection) is None:
+def fingerprints(store, collection: str, batch: int = 1000) -> dict[str, str]:
+    """track_id -> fingerprint of every row of ``collection`` (a name or an alias) in ``store`` (a
+    :class:`~musicrec.vectors.base.VectorStore` or a client); empty when there is no such collection."""
+    store = as_store(store)
+    if not store.has_collection(collection) and store.alias_target(collection) is None:
         return {}
-    return {p.payload["track_id"]: fingerprint(p.payload["lyrics_sha256"], p.payload["model_id"])
-            for p in qd.iter_points(client, collection)}
+    store.ready(collection)  # Strong reads need the collection loaded (Milvus)
+    return {r.key: fingerprint(r.payload.get("lyrics_sha256"), r.payload.get("model_id"))
+            for r in store.scan(collection, fields=rec.PAYLOAD, batch=batch)}
 
 
-# ----------------------------------------------------------------------------- deletes
+milvus_fingerprints = qdrant_fingerprints = fingerprints
 
-def delete_ids(milvus_client: MilvusClient | None, qdrant_client: QdrantClient | None, collection: str,
-               ids: Iterable[str]) -> dict[str, int]:
-    """Delete songs from the collection in Milvus and in the Qdrant mirror (absent ids are fine)."""
+
+def delete_ids(*args: Any) -> dict[str, int]:
+    """``delete_ids(stores..., collection, ids)``: delete songs from ``collection`` in every store given
+    (stores, clients or None, e.g. ``(milvus, qdrant, name, ids)``; absent ids are fine). Returns the
+    count per store kind."""
+    *stores, collection, ids = args
     ids = sorted(set(ids))
-    out = {"milvus": 0, "qdrant": 0}
+    out = {s.kind: 0 for s in as_stores(*stores)}
     if not ids:
         return out
-    if milvus_client is not None and milvus_client.has_collection(collection):
-        for start in range(0, len(ids), IN_CHUNK):
-            milvus_client.delete(collection, ids=ids[start:start + IN_CHUNK])
-        if hasattr(milvus_client, "flush"):
-            milvus_client.flush(collection)
-        out["milvus"] = len(ids)
-    if qdrant_client is not None and qdrant_client.collection_exists(collection):
-        for start in range(0, len(ids), IN_CHUNK):
-            qdrant_client.delete(collection, points_selector=models.PointIdsList(
-                points=[point_id(i) for i in ids[start:start + IN_CHUNK]]), wait=True)
-        out["qdrant"] = len(ids)
-    log.info("%s: deleted %d ids from Milvus / %d from Qdrant", collection, out["milvus"], out["qdrant"])
+    for s in as_stores(*stores):
+        if s.has_collection(collection):
+            out[s.kind] = s.delete(collection, ids)
+    log.info("%s: deleted %s", collection, out)
     return out
 
 

@@ -12,13 +12,15 @@ import shlex
 from pathlib import Path
 
 from musicrec.local import keys
-from musicrec.local.services import data_dir, milvus_port, mongo_port, repo_root
+from musicrec.local.services import data_dir, milvus_port, mongo_port, repo_root, store_settings
 
 
 def embedded_env(root: Path | None = None) -> dict[str, str]:
     """The embedded default's settings; creates its secrets under ``data/secrets/`` on first use."""
     root = root or repo_root()
     data = root / "data"
+    stores = store_settings(data)  # the factory's settings: the connections below say the same
+    milvus, qdrant = (next(v for v in stores.vectors if v.kind == k) for k in ("milvus", "qdrant"))
     return keys.ensure(data) | {
         "AIRFLOW_HOME": os.fspath(root),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -28,12 +30,11 @@ def embedded_env(root: Path | None = None) -> dict[str, str]:
         "AIRFLOW_CONN_MONGO_DEFAULT": f"mongo://127.0.0.1:{mongo_port()}/musicrec",
         "AIRFLOW_CONN_MILVUS_DEFAULT": json.dumps(
             {"conn_type": "milvus", "host": "127.0.0.1", "port": milvus_port(),
-             "extra": {"uri": f"http://127.0.0.1:{milvus_port()}", "token": ""}}),
-        "AIRFLOW_CONN_QDRANT_DEFAULT": json.dumps(
-            {"conn_type": "qdrant", "extra": {"path": os.fspath(data / "qdrant")}}),
+             "extra": {"uri": milvus.uri, "token": ""}}),
+        "AIRFLOW_CONN_QDRANT_DEFAULT": json.dumps({"conn_type": "qdrant", "extra": {"path": qdrant.path}}),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws"}),
         "AIRFLOW_CONN_LRCLIB_DEFAULT": json.dumps({"conn_type": "lrclib", "host": "https://lrclib.net"}),
-        "AIRFLOW_VAR_MUSICREC_LAKE_ROOT": (data / "lake").as_uri(),
+        "AIRFLOW_VAR_MUSICREC_LAKE_ROOT": Path(stores.lake_root).as_uri(),
         "AIRFLOW_VAR_MUSICREC_LISTENS_SOURCE_URL": (data / "sample" / "lastfm-dataset-1K.tar.gz").as_uri(),
         "AIRFLOW_VAR_MUSICREC_LRCLIB_DUMP": os.fspath(data / "sample" / "lrclib-dump.sqlite3"),
         "AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES": os.environ.get("AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES") or json.dumps([(data / "sample").as_uri() + "/", (data / "lake").as_uri() + "/", "https://lrclib.net/api/"]),  # noqa: E501  an exported value wins (docs/operations.md)

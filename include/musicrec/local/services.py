@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from musicrec.stores import DEFAULT_DB, StoreSettings, VectorStoreSettings, mongo_client, vector_store
+
 log = logging.getLogger(__name__)
 
 
@@ -56,11 +58,20 @@ def _bin(name: str) -> str:
     return os.fspath(here) if here.exists() else (shutil.which(name) or name)
 
 
-def mongo_ready(port: int) -> bool:
-    from pymongo import MongoClient
+def store_settings(data: Path | None = None, kinds: tuple[str, ...] = ("milvus", "qdrant")) -> StoreSettings:
+    """The embedded default's stores as the factory's plain settings (``musicrec.stores``): what the env
+    file hands Airflow as connections, and what the local tooling opens directly. ``kinds``: the vector
+    stores wanted, in order (the summary reads Milvus only: Qdrant's local folder may be held by Airflow)."""
+    data = data or data_dir()
+    known = {"milvus": VectorStoreSettings("milvus", uri=f"http://127.0.0.1:{milvus_port()}"),
+             "qdrant": VectorStoreSettings("qdrant", path=os.fspath(data / "qdrant"))}
+    return StoreSettings(mongo_uri=f"mongodb://127.0.0.1:{mongo_port()}/", mongo_db=DEFAULT_DB,
+                         lake_root=os.fspath(data / "lake"), vectors=tuple(known[k] for k in kinds))
 
+
+def mongo_ready(port: int) -> bool:
     try:
-        with MongoClient(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=500) as client:
+        with mongo_client(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=500) as client:
             client.admin.command("ping")
         return True
     except Exception:
@@ -71,10 +82,9 @@ def milvus_ready(port: int) -> bool:
     if not port_in_use(port):
         return False
     try:
-        from musicrec.vectors.milvus import connect
-
         # dedicated: later clients must not inherit a pooled handler with this 2 s timeout
-        client = connect(f"http://127.0.0.1:{port}", timeout=2, dedicated=True)
+        client = vector_store(VectorStoreSettings("milvus", uri=f"http://127.0.0.1:{port}",
+                                                  options={"timeout": 2, "dedicated": True})).client
         client.list_collections()
         client.close()
         return True

@@ -8,16 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from pymongo import MongoClient
 
+from musicrec import stores
 from musicrec.lake.clean import REASONS
 from musicrec.local import services
-from musicrec.vectors import milvus as mv
+
+
+def _milvus(uri: str):
+    """The serving store of the embedded default, through the factory (Qdrant's local folder is left
+    alone: a running Airflow may hold it)."""
+    return stores.vector_store(stores.VectorStoreSettings("milvus", uri=uri))
 
 
 def collect(lake: Path, mongo_uri: str) -> dict[str, Any]:
-    with MongoClient(mongo_uri, serverSelectionTimeoutMS=3000) as client:
-        db = client["musicrec"]
+    with stores.mongo_client(mongo_uri, serverSelectionTimeoutMS=3000) as client:
+        db = stores.mongo_database(client)
         parts = list(db["lake_partitions"].find({"_id": {"$regex": "^listens/"}}, {"rows": 1, "date": 1}))
         profiles = db["lake_partitions"].find_one({"_id": "profiles/users.parquet"})
     reasons: Counter[str] = Counter()
@@ -47,8 +52,8 @@ def collect_models(mongo_uri: str, milvus_uri: str, k: int = 10) -> dict[str, An
     from musicrec.als.publish import active_model
     from musicrec.lyrics.queue import status_counts
 
-    with MongoClient(mongo_uri, serverSelectionTimeoutMS=3000) as client:
-        db = client["musicrec"]
+    with stores.mongo_client(mongo_uri, serverSelectionTimeoutMS=3000) as client:
+        db = stores.mongo_database(client)
         out: dict[str, Any] = {"songs": db["songs"].count_documents({}), "users": db["users"].count_documents({}),
                                "model": active_model(db), "user_id": None, "recommendations": [],
                                "lyrics": status_counts(db)}
@@ -60,8 +65,9 @@ def collect_models(mongo_uri: str, milvus_uri: str, k: int = 10) -> dict[str, An
             from upath import UPath
 
             out["user_id"] = user["_id"]
-            out["recommendations"] = recommend.home(user["_id"], k, db=db, milvus=mv.connect(milvus_uri),
-                                                    root=UPath(services.data_dir() / "lake"))
+            out["recommendations"] = recommend.home(user["_id"], k, db=db, stores=_milvus(milvus_uri),
+                                                    root=stores.lake_root(os.fspath(services.data_dir() / "lake"),
+                                                                          UPath))
     return out
 
 
@@ -95,14 +101,14 @@ def collect_lyrics_search(mongo_uri: str, milvus_uri: str, user_id: str | None, 
     from musicrec.embeddings import store
     from musicrec.recommend import hybrid
 
-    with MongoClient(mongo_uri, serverSelectionTimeoutMS=3000) as client:
-        db = client["musicrec"]
+    with stores.mongo_client(mongo_uri, serverSelectionTimeoutMS=3000) as client:
+        db = stores.mongo_database(client)
         out: dict[str, Any] = {"model": store.active_model(db), "embedded": db["songs"].count_documents(
             {"embedding": {"$exists": True}})}
         if out["model"] is None:
             return out
-        milvus = mv.connect(milvus_uri)
-        out["rows"] = mv.count(milvus, out["model"]["collection"])
+        serving = _milvus(milvus_uri)
+        out["rows"] = serving.count(out["model"]["collection"])
         song = db["songs"].find_one({"embedding.model_id": out["model"]["model_id"]},
                                     {"title": 1, "artist": 1, "lyrics.plain": 1}, sort=[("plays_total", -1)])
         if song is None:
@@ -114,11 +120,11 @@ def collect_lyrics_search(mongo_uri: str, milvus_uri: str, user_id: str | None, 
         out["query"] = " / ".join(lines[mid:mid + 3]) if lines else song["title"]
         out["query_id"] = song["_id"]
         out["query_song"] = f"{song['artist']} - {song['title']}"
-        result = hybrid.search(out["query"], k, milvus=milvus, db=db)
+        result = hybrid.search(out["query"], k, milvus=serving.client, db=db)
         out["hits"], out["legs"], out["fused_by"] = result.hits, result.legs, result.fused_by
         if user_id:
             try:
-                out["next"] = recommend.next_song(user_id, song["_id"], k, db=db, milvus=milvus)
+                out["next"] = recommend.next_song(user_id, song["_id"], k, db=db, stores=serving)
                 out["next_after"] = out["query_song"]
             except recommend.NoRecommendations as exc:
                 out["next_error"] = str(exc)

@@ -26,7 +26,7 @@ from musicrec.als.params import ALIAS, USER_VECTORS, user_vector_field, version_
 from musicrec.catalog import listens
 from musicrec.lake.storage import LakePath
 from musicrec.recommend import hybrid
-from musicrec.vectors import milvus as mv
+from musicrec.vectors import Capability, VectorStore, as_stores, has
 
 USER_WEIGHT, TRACK_WEIGHT = 0.7, 0.3
 MAX_LIMIT = 16384  # Milvus' topk limit
@@ -44,13 +44,22 @@ class Recommendation:
     artist: str | None = None
 
 
-def serving_model(client, alias: str = ALIAS) -> tuple[str, str]:
-    """(version, physical collection) the alias points at now (loaded)."""
-    target = mv.alias_target(client, alias)
+def serving_store(stores: Any) -> VectorStore:
+    """The store that serves: the first of ``stores`` (a store, a client, or a sequence of them)."""
+    found = as_stores(stores)
+    if not found:
+        raise ValueError("no vector store given")
+    return found[0]
+
+
+def serving_model(stores: Any, alias: str = ALIAS) -> tuple[str, str]:
+    """(version, physical collection) the alias points at now (loaded) in the serving store."""
+    store = serving_store(stores)
+    target = store.alias_target(alias)
     version = version_of(target, alias) if target else None
     if target is None or version is None:
         raise NoRecommendations(f"no model is served (alias {alias} -> {target})")
-    mv.ensure_loaded(client, target)
+    store.ready(target)
     return version, target
 
 
@@ -78,19 +87,16 @@ def played_tracks(root: LakePath, db: Database, user_id: str, version: str) -> s
         con.close()
 
 
-def _search(client, collection: str, vector: np.ndarray, k: int, exclude: set[str]) -> list[tuple[str, float]]:
-    dim = mv.vector_dim(client, collection)
+def _search(store: VectorStore, collection: str, vector: np.ndarray, k: int, exclude: set[str]
+            ) -> list[tuple[str, float]]:
+    dim = store.collection_dim(collection)
     if dim != len(vector):
         raise NoRecommendations(f"vector dim {len(vector)} does not match {collection}'s {dim}")
     limit = min(MAX_LIMIT, k + len(exclude))
-    res = client.search(collection, data=[vector.tolist()], limit=limit, anns_field=mv.VECTOR_FIELD,
-                        search_params={"metric_type": "IP", "params": {"ef": max(64, limit)}},
-                        output_fields=[mv.ID_FIELD])
     out = []
-    for hit in res[0]:
-        tid = hit.get("id") or hit["entity"][mv.ID_FIELD]
+    for tid, score in store.search(collection, vector.tolist(), limit):
         if tid not in exclude:
-            out.append((tid, float(hit["distance"])))
+            out.append((tid, score))
         if len(out) == k:
             break
     return out
@@ -105,46 +111,55 @@ def _with_titles(db: Database, hits: list[tuple[str, float]]) -> list[Recommenda
     return [Recommendation(t, s, songs.get(t, {}).get("title"), songs.get(t, {}).get("artist")) for t, s in hits]
 
 
-def home(user_id: str, k: int = 10, *, db: Database, milvus, root: LakePath | None = None,
-         exclude: Iterable[str] | None = None) -> list[Recommendation]:
-    """Top-k tracks for the user's home screen. ``exclude`` overrides reading the played tracks
-    from the lake (pass ``root`` to read them)."""
-    version, collection = serving_model(milvus)
+def home(user_id: str, k: int = 10, *, db: Database, milvus: Any = None, stores: Any = None,
+         root: LakePath | None = None, exclude: Iterable[str] | None = None) -> list[Recommendation]:
+    """Top-k tracks for the user's home screen, from the serving store (the first of ``stores``;
+    ``milvus`` is its name of the two-store era). ``exclude`` overrides reading the played tracks from
+    the lake (pass ``root`` to read them)."""
+    store = serving_store(stores if stores is not None else milvus)
+    version, collection = serving_model(store)
     vector = user_vector(db, user_id, version)
     skip = set(exclude) if exclude is not None else (played_tracks(root, db, user_id, version) if root else set())
-    return _with_titles(db, _search(milvus, collection, vector, k, skip))
+    return _with_titles(db, _search(store, collection, vector, k, skip))
 
 
-def next_song(user_id: str, current_track_id: str, k: int = 10, *, db: Database, milvus,
-              root: LakePath | None = None, exclude: Iterable[str] | None = None, content: bool = True,
-              candidates: int | None = None) -> list[Recommendation]:
+def _vectors(store: VectorStore, collection: str, ids: list[str]) -> dict[str, np.ndarray]:
+    return {r.key: np.asarray(r.vector, dtype=np.float32) for r in store.fetch(collection, ids, vectors=True)}
+
+
+def next_song(user_id: str, current_track_id: str, k: int = 10, *, db: Database, milvus: Any = None,
+              stores: Any = None, root: LakePath | None = None, exclude: Iterable[str] | None = None,
+              content: bool = True, candidates: int | None = None) -> list[Recommendation]:
     """Next songs after ``current_track_id``: ALS with the session vector, plus (``content``, when the
-    lyrics collection holds the current track) the lyrics-similarity term —
-    score = 0.6·minmax(ALS) + 0.4·minmax(lyrics similarity) over the union of both candidate sets
-    (``candidates`` each, default max(50, 5k)); a candidate missing from one side gets that side's minimum."""
-    version, collection = serving_model(milvus)
+    serving store has the lyrics collection (BM25 capability) and it holds the current track) the
+    lyrics-similarity term — score = 0.6·minmax(ALS) + 0.4·minmax(lyrics similarity) over the union of
+    both candidate sets (``candidates`` each, default max(50, 5k)); a candidate missing from one side gets
+    that side's minimum."""
+    store = serving_store(stores if stores is not None else milvus)
+    version, collection = serving_model(store)
     vector = user_vector(db, user_id, version)
-    rows = milvus.query(collection, ids=[current_track_id], output_fields=[mv.VECTOR_FIELD])
-    if not rows:
+    track = _vectors(store, collection, [current_track_id]).get(current_track_id)
+    if track is None:
         raise NoRecommendations(f"track {current_track_id!r} is not in model {version}")
-    track = np.asarray(rows[0][mv.VECTOR_FIELD], dtype=np.float32)
     session = USER_WEIGHT * vector + TRACK_WEIGHT * track
     skip = set(exclude) if exclude is not None else (played_tracks(root, db, user_id, version) if root else set())
     skip.add(current_track_id)
-    lyrics_collection = hybrid.serving(milvus) if content else None
+    # the lyrics term needs the hybrid collection: a store with BM25 (Milvus) holds it
+    lyrics_client = store.client if content and has(store, Capability.BM25) else None
+    lyrics_collection = hybrid.serving(lyrics_client) if lyrics_client is not None else None
     if lyrics_collection is None:
-        return _with_titles(db, _search(milvus, collection, session, k, skip))
+        return _with_titles(db, _search(store, collection, session, k, skip))
     n = candidates or max(50, 5 * k)
-    als = dict(_search(milvus, collection, session, n, skip))
-    current, similar = hybrid.similar(milvus, lyrics_collection, current_track_id, n, skip)
+    als = dict(_search(store, collection, session, n, skip))
+    current, similar = hybrid.similar(lyrics_client, lyrics_collection, current_track_id, n, skip)
     if current is None:  # no lyrics vector for the current track: the ALS order
         return _with_titles(db, sorted(als.items(), key=lambda kv: -kv[1])[:k])
     lyrics = dict(similar)
     # fill each side's scores for the other side's candidates, so the blend compares like with like
     only_lyrics = [t for t in lyrics if t not in als]
-    for tid, vec in hybrid.dense_vectors(milvus, collection, only_lyrics, field=mv.VECTOR_FIELD).items():
+    for tid, vec in _vectors(store, collection, only_lyrics).items():
         als[tid] = float(session @ vec)
     only_als = [t for t in als if t not in lyrics]
-    for tid, vec in hybrid.dense_vectors(milvus, lyrics_collection, only_als).items():
+    for tid, vec in hybrid.dense_vectors(lyrics_client, lyrics_collection, only_als).items():
         lyrics[tid] = float(current @ vec)
     return _with_titles(db, hybrid.blend(als, lyrics)[:k])

@@ -18,6 +18,7 @@ import numpy as np
 from pymongo.database import Database
 
 from musicrec.embeddings import store
+from musicrec.vectors import Capability, VectorStore, has
 from musicrec.vectors import milvus as mv
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,19 @@ class SearchResult:
     fused_by: str = "milvus"  # "milvus" (hybrid_search) | "client" (fallback RRF)
 
 
+def _client(milvus):
+    """The Milvus client: the search needs BM25 and sparse fields (a store with ``Capability.BM25``);
+    a ``VectorStore`` is unwrapped, a client is taken as it is."""
+    if isinstance(milvus, VectorStore):
+        if not has(milvus, Capability.BM25):
+            raise ValueError(f"{milvus.kind} has no BM25/sparse fields: lyrics search needs the serving store")
+        return milvus.client
+    return milvus
+
+
 def serving(milvus, alias: str = store.ALIAS) -> str | None:
     """The lyrics collection behind ``alias`` (loaded), or None when there is none yet."""
+    milvus = _client(milvus)
     target = mv.alias_target(milvus, alias)
     if target is None:
         return None
@@ -95,6 +107,7 @@ def search(text: str, k: int = 10, *, milvus, db: Database | None = None, encode
     model's (from ``db``)."""
     if not (text or "").strip():
         raise ValueError("empty search text")
+    milvus = _client(milvus)
     collection = serving(milvus, alias)
     if collection is None:
         return SearchResult([], [], "none")

@@ -8,18 +8,28 @@ a crash at any point completes the publish without duplicates.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
-from pymilvus import DataType, MilvusClient
+import pyarrow as pa
+from pymilvus import DataType, Function, FunctionType, MilvusClient
 
+from musicrec.vectors import records as rec
 from musicrec.vectors import stale_versions, versioned
+from musicrec.vectors.base import (  # noqa: F401 - re-exported: callers used to import them from here
+    Capability,
+    DimensionMismatch,
+    Record,
+    VectorStoreError,
+    parquet_dim,
+    read_vectors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +54,6 @@ def connect(uri: str, **kwargs: Any) -> MilvusClient:
     every client of the project is made here. ``kwargs`` go to ``MilvusClient`` (token, db_name, timeout …)."""
     options = dict(GRPC_OPTIONS) | dict(kwargs.pop("grpc_options", None) or {})
     return MilvusClient(uri=uri, grpc_options=options, **kwargs)
-
-
-class VectorStoreError(RuntimeError):
-    pass
-
-
-class DimensionMismatch(VectorStoreError):
-    pass
 
 
 def is_lite(client: MilvusClient) -> bool:
@@ -95,23 +97,6 @@ def ensure_loaded(client: MilvusClient, name: str) -> None:
     if "Loaded" not in str(client.get_load_state(name).get("state")) and client.list_indexes(name):
         log.info("%s is released: loading it", name)
         client.load_collection(name)
-
-
-def read_vectors(path: str | Path, id_col: str, vector_col: str = "vector", batch_rows: int = 2000
-                 ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(ids, float32 matrix) batches of a factors/embeddings Parquet file."""
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=[id_col, vector_col]):
-        ids = batch.column(0).to_pylist()
-        vec = batch.column(1)
-        dim = vec.type.list_size if hasattr(vec.type, "list_size") else None
-        flat = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-        yield ids, flat.reshape(len(ids), dim or (len(flat) // max(1, len(ids))))
-
-
-def parquet_dim(path: str | Path, vector_col: str = "vector") -> int:
-    field = pq.read_schema(path).field(vector_col)
-    return int(field.type.list_size)
 
 
 def upsert_parquet(client: MilvusClient, name: str, path: str | Path, *, id_col: str = "track_id",
@@ -319,3 +304,220 @@ def drop_versions(client: MilvusClient, alias: str, keep: Iterable[str]) -> list
         client.drop_collection(n)
         log.info("dropped Milvus collection %s", n)
     return dropped
+
+
+# ----------------------------------------------------------------------------- the record layout (lyrics)
+
+def ensure_record_collection(client: MilvusClient, name: str, dim: int, sparse: bool) -> bool:
+    """Create the hybrid collection of the record layout (``musicrec.vectors.records``) unless it exists;
+    True when created. An existing one with another dense dimension or without the sparse field the
+    model needs is a :class:`DimensionMismatch`."""
+    if client.has_collection(name):
+        fields = {f["name"]: f for f in client.describe_collection(name)["fields"]}
+        have = int(fields[rec.DENSE]["params"]["dim"]) if rec.DENSE in fields else None
+        if have != dim:
+            raise DimensionMismatch(f"collection {name} has {rec.DENSE} dim {have}, the vectors have {dim}")
+        if sparse and rec.SPARSE not in fields:
+            raise DimensionMismatch(f"collection {name} has no {rec.SPARSE} field but the model gives lexical weights")
+        ensure_loaded(client, name)
+        return False
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                        description="lyrics embeddings (dense, sparse, BM25)")
+    schema.add_field(rec.ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=ID_MAX_LENGTH)
+    schema.add_field(rec.DENSE, DataType.FLOAT_VECTOR, dim=dim)
+    if sparse:
+        schema.add_field(rec.SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_field(rec.TEXT, DataType.VARCHAR, max_length=rec.TEXT_MAX_BYTES, enable_analyzer=True,
+                     analyzer_params=rec.ANALYZER, enable_match=True)
+    schema.add_field(rec.BM25_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+    for f in rec.SCALARS:
+        schema.add_field(f, DataType.VARCHAR, max_length=rec.SCALAR_MAX_BYTES[f])
+    schema.add_function(Function(name="text_bm25_fn", function_type=FunctionType.BM25,
+                                 input_field_names=[rec.TEXT], output_field_names=[rec.BM25_FIELD]))
+    client.create_collection(name, schema=schema, consistency_level="Strong")
+    log.info("created Milvus collection %s (dense dim %d, sparse %s, BM25 over %s)", name, dim, sparse, rec.TEXT)
+    return True
+
+
+def record_collection_info(client: MilvusClient, name: str) -> dict[str, Any]:
+    fields = {f["name"]: f for f in client.describe_collection(name)["fields"]}
+    return {"dim": int(fields[rec.DENSE]["params"]["dim"]), "sparse": rec.SPARSE in fields}
+
+
+def upsert_records(client: MilvusClient, collection: str, table: pa.Table, *, batch_rows: int = 500) -> int:
+    """Upsert the record rows (idempotent by primary key; creates the collection when missing).
+    Everything is validated first, so a refusal writes nothing. Returns rows upserted."""
+    dim = rec.table_dim(table)
+    sparse = rec.has_sparse(table)
+    if client.has_collection(collection):
+        info = record_collection_info(client, collection)
+        rec.validate(table, info["dim"])
+        if sparse and not info["sparse"]:
+            raise DimensionMismatch(f"{collection} has no {rec.SPARSE} field, the delta holds lexical weights")
+        if info["sparse"] and table.num_rows and not sparse:
+            raise DimensionMismatch(f"{collection} expects lexical weights, the delta has none")
+    else:
+        rec.validate(table, dim)
+    if table.num_rows == 0:
+        return 0
+    ensure_record_collection(client, collection, dim, sparse)
+    mat = rec.dense_matrix(table)
+    sp = rec.sparse_dicts(table)
+    cols = {c: table.column(c).to_pylist() for c in ("track_id", "text", *rec.SCALARS)}
+    for start in range(0, table.num_rows, batch_rows):
+        rows = []
+        for n in range(start, min(start + batch_rows, table.num_rows)):
+            row = {rec.ID_FIELD: cols["track_id"][n], rec.DENSE: mat[n].tolist(),
+                   rec.TEXT: rec.clip(cols["text"][n], rec.TEXT_MAX_BYTES)}
+            if sp is not None:
+                # an empty sparse vector is rejected by Milvus: keep the strongest token at ~0 weight
+                row[rec.SPARSE] = sp[n] or {0: 1e-6}
+            for f in rec.SCALARS:
+                row[f] = rec.clip(cols[f][n], rec.SCALAR_MAX_BYTES[f])
+            rows.append(row)
+        client.upsert(collection, rows)
+    if hasattr(client, "flush"):
+        client.flush(collection)
+    log.info("Milvus %s: upserted %d rows", collection, table.num_rows)
+    return table.num_rows
+
+
+def delete_ids(client: MilvusClient, name: str, ids: Iterable[str], chunk: int = 500) -> int:
+    """Delete primary keys (absent ones are fine; nothing when the collection is missing)."""
+    ids = sorted(set(ids))
+    if not ids or not client.has_collection(name):
+        return 0
+    for start in range(0, len(ids), chunk):
+        client.delete(name, ids=ids[start:start + chunk])
+    if hasattr(client, "flush"):
+        client.flush(name)
+    return len(ids)
+
+
+def dense_field(client: MilvusClient, name: str) -> str:
+    """The collection's dense vector field: ``embedding`` (vector files) or ``dense`` (records)."""
+    for f in client.describe_collection(name)["fields"]:
+        if f.get("type") == DataType.FLOAT_VECTOR:
+            return f["name"]
+    return VECTOR_FIELD
+
+
+# ----------------------------------------------------------------------------- the store
+
+class MilvusStore:
+    """:class:`musicrec.vectors.base.VectorStore` over a ``MilvusClient``: every capability (explicit
+    indexes, sparse vectors, BM25). Its collections have a fixed schema, so the ALS version lives in the
+    collection name, not in a payload."""
+
+    kind = "milvus"
+    capabilities = Capability.INDEX | Capability.SPARSE | Capability.BM25
+
+    def __init__(self, client: MilvusClient) -> None:
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"MilvusStore({self.client!r})"
+
+    # ---- collections
+    def has_collection(self, name: str) -> bool:
+        return bool(self.client.has_collection(name))
+
+    def collection_dim(self, name: str) -> int | None:
+        return vector_dim(self.client, name, dense_field(self.client, name))
+
+    def ensure_collection(self, name: str, dim: int) -> bool:
+        return ensure_collection(self.client, name, dim)
+
+    def ensure_record_collection(self, name: str, dim: int, sparse: bool) -> bool:
+        return ensure_record_collection(self.client, name, dim, sparse)
+
+    def ready(self, name: str) -> None:
+        ensure_loaded(self.client, name)
+
+    def list_collections(self) -> list[str]:
+        return list(self.client.list_collections())
+
+    def drop_collection(self, name: str) -> None:
+        self.client.drop_collection(name)
+
+    def versions(self, alias: str) -> list[str]:
+        return versions(self.client, alias)
+
+    def drop_versions(self, alias: str, keep: Iterable[str]) -> list[str]:
+        return drop_versions(self.client, alias, keep)
+
+    # ---- aliases
+    def alias_target(self, alias: str) -> str | None:
+        return alias_target(self.client, alias)
+
+    def swap_alias(self, alias: str, name: str) -> str | None:
+        return swap_alias(self.client, alias, name)
+
+    # ---- data
+    def upsert_parquet(self, name: str, path: str | Path, *, payload: dict[str, Any] | None = None,
+                       delete_missing: bool = True) -> dict[str, int]:
+        # no payload: the fixed schema has no field for it (the version is in the collection name)
+        return upsert_parquet(self.client, name, path, id_col="track_id", delete_missing=delete_missing)
+
+    def upsert_records(self, name: str, table: pa.Table) -> int:
+        return upsert_records(self.client, name, table)
+
+    def delete(self, name: str, ids: Iterable[str]) -> int:
+        return delete_ids(self.client, name, ids)
+
+    def scan(self, name: str, *, fields: Sequence[str] = (), vectors: bool = False,
+             batch: int = 1000) -> Iterator[Record]:
+        vec = dense_field(self.client, name) if vectors else None
+        wanted = [ID_FIELD, *fields, *([vec] if vec else [])]
+        for r in iter_rows(self.client, name, wanted, batch):
+            yield Record(r[ID_FIELD], r.get(vec) if vec else None, {f: r.get(f) for f in fields})
+
+    def fetch(self, name: str, ids: list[str], *, fields: Sequence[str] = (), vectors: bool = False
+              ) -> list[Record]:
+        if not ids or not self.client.has_collection(name):
+            return []
+        vec = dense_field(self.client, name) if vectors else None
+        wanted = [ID_FIELD, *fields, *([vec] if vec else [])]
+        out: list[Record] = []
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            for r in self.client.query(name, filter=f"{ID_FIELD} in {json.dumps(part)}", output_fields=wanted,
+                                       consistency_level="Strong"):
+                out.append(Record(r[ID_FIELD], r.get(vec) if vec else None, {f: r.get(f) for f in fields}))
+        return out
+
+    def search(self, name: str, vector: Sequence[float], k: int) -> list[tuple[str, float]]:
+        res = self.client.search(name, data=[list(vector)], limit=k, anns_field=dense_field(self.client, name),
+                                 search_params={"metric_type": "IP", "params": {"ef": max(64, k)}},
+                                 output_fields=[ID_FIELD])
+        return [(hit.get("id") or hit["entity"][ID_FIELD], float(hit["distance"])) for hit in res[0]]
+
+    def count(self, name: str) -> int:
+        return count(self.client, name)
+
+    # ---- indexes
+    def describe_index(self, name: str, field: str | None = None) -> dict[str, Any] | None:
+        return describe_index(self.client, name, field or VECTOR_FIELD)
+
+    def same_index(self, desc: dict[str, Any], spec: IndexSpec) -> bool:
+        return same_index(desc, spec)
+
+    def build_index(self, name: str, spec: IndexSpec, *, field: str | None = None, timeout_s: float = 600.0,
+                    load: bool = True) -> dict[str, Any]:
+        return ensure_index(self.client, name, spec, field=field or VECTOR_FIELD, timeout_s=timeout_s, load=load)
+
+    def verify_search(self, name: str, path: str | Path) -> float:
+        return verify_search(self.client, name, path)
+
+
+def open_store(settings: Any) -> MilvusStore:
+    """The store from plain settings (``musicrec.stores.VectorStoreSettings``: ``uri``, ``token``,
+    ``options`` such as ``db_name`` and ``timeout``)."""
+    kwargs = dict(settings.options or {})
+    if settings.token:
+        kwargs["token"] = settings.token
+    return MilvusStore(connect(settings.uri, **kwargs))
+
+
+def wrap(client: Any) -> MilvusStore | None:
+    return MilvusStore(client) if isinstance(client, MilvusClient) else None

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk.bases.hook import BaseHook
 from pymilvus import MilvusClient
 
+from musicrec.stores import VectorStoreSettings, vector_store
 from musicrec.vectors import milvus as mv
 
 
@@ -20,12 +21,15 @@ class MilvusHook(BaseHook):
     default_conn_name = "milvus_default"
     conn_type = "milvus"
     hook_name = "Milvus"
+    store_kind = "milvus"  # the VectorStore kind this hook builds (musicrec_airflow.hooks.stores)
 
     def __init__(self, conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
 
-    def client_kwargs(self) -> dict[str, Any]:
+    def settings(self) -> VectorStoreSettings:
+        """The connection as the factory's plain settings (``musicrec.stores``): the one place a
+        ``milvus`` connection is parsed."""
         conn = self.get_connection(self.conn_id)
         extra = conn.extra_dejson
         uri = extra.get("uri")
@@ -33,19 +37,30 @@ class MilvusHook(BaseHook):
             if not conn.host:
                 raise ValueError(f"connection {self.conn_id!r} needs extra.uri or a host")
             uri = conn.host if "://" in conn.host else f"http://{conn.host}:{conn.port or 19530}"
-        kwargs: dict[str, Any] = {"uri": uri}
-        token = extra.get("token") or conn.password
-        if token:
-            kwargs["token"] = token
+        options: dict[str, Any] = {}
         db = extra.get("db") or conn.schema
         if db:
-            kwargs["db_name"] = db
+            options["db_name"] = db
         if extra.get("timeout"):  # seconds to wait for the server (pymilvus' default is long)
-            kwargs["timeout"] = float(extra["timeout"])
-        return kwargs
+            options["timeout"] = float(extra["timeout"])
+        return VectorStoreSettings("milvus", uri=uri, token=extra.get("token") or conn.password or None,
+                                   options=options)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """``MilvusClient`` keyword arguments of the connection (uri, token, db_name, timeout)."""
+        s = self.settings()
+        return {"uri": s.uri, **({"token": s.token} if s.token else {}), **dict(s.options)}
 
     def get_conn(self) -> MilvusClient:
-        return mv.connect(**self.client_kwargs())
+        return self.store_from_settings().client
+
+    def store_from_settings(self) -> mv.MilvusStore:
+        """A new store (and client) through the factory; :meth:`store` reuses the cached client."""
+        return vector_store(self.settings())
+
+    def store(self) -> mv.MilvusStore:
+        """The ``VectorStore`` over this hook's cached client (``musicrec.vectors.milvus.MilvusStore``)."""
+        return mv.MilvusStore(self.conn)
 
     @cached_property
     def conn(self) -> MilvusClient:

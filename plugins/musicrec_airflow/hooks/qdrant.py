@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from airflow.providers.qdrant.hooks.qdrant import QdrantHook
 from qdrant_client import QdrantClient
 
-# Local mode locks its folder: one client per path and process, shared by every hook instance.
-_LOCAL_CLIENTS: dict[str, QdrantClient] = {}
-_LOCK = threading.Lock()
+from musicrec.stores import VectorStoreSettings, vector_store
+from musicrec.vectors import qdrant as qd
 
 
 class QdrantLocalHook(QdrantHook):
-    """``qdrant_default`` with extra ``{"path": "/…/data/qdrant"}`` opens qdrant-client local mode;
-    without ``path`` it behaves exactly like the provider's hook (a Qdrant server)."""
+    """``qdrant_default`` with extra ``{"path": "/…/data/qdrant"}`` opens qdrant-client local mode
+    (through the factory ``musicrec.stores``: one shared client per folder and process); without
+    ``path`` it behaves exactly like the provider's hook (a Qdrant server)."""
 
     hook_name = "Qdrant (local mode capable)"
+    store_kind = "qdrant"  # the VectorStore kind this hook builds (musicrec_airflow.hooks.stores)
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -25,15 +25,21 @@ class QdrantLocalHook(QdrantHook):
         behaviour["hidden_fields"] = [f for f in behaviour.get("hidden_fields", []) if f != "extra"]
         return behaviour
 
-    def get_conn(self) -> QdrantClient:
+    def local_settings(self) -> VectorStoreSettings | None:
+        """The factory's settings for local mode (extra ``path``); None for a server, whose connection
+        the provider's hook parses (url/host/port/api key ...)."""
         path = self.get_connection(self.conn_id).extra_dejson.get("path")
-        if not path:
+        return VectorStoreSettings("qdrant", path=path) if path else None
+
+    def get_conn(self) -> QdrantClient:
+        settings = self.local_settings()
+        if settings is None:
             return super().get_conn()
-        with _LOCK:
-            client = _LOCAL_CLIENTS.get(path)
-            if client is None:
-                client = _LOCAL_CLIENTS[path] = QdrantClient(path=path)
-            return client
+        return vector_store(settings).client
+
+    def store(self) -> qd.QdrantStore:
+        """The ``VectorStore`` over this connection's client (``musicrec.vectors.qdrant.QdrantStore``)."""
+        return qd.QdrantStore(self.get_conn())
 
     def test_connection(self) -> tuple[bool, str]:
         # The provider's version lets a refused connection (ResponseHandlingException) escape.
@@ -45,7 +51,4 @@ class QdrantLocalHook(QdrantHook):
 
     @classmethod
     def close_local_clients(cls) -> None:
-        with _LOCK:
-            for client in _LOCAL_CLIENTS.values():
-                client.close()
-            _LOCAL_CLIENTS.clear()
+        qd.close_local_clients()

@@ -17,6 +17,7 @@ from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.hooks.qdrant import QdrantLocalHook
+from musicrec_airflow.hooks.stores import mirror_stores, serving_store, vector_stores
 from musicrec_airflow.lake import lake_root
 
 
@@ -66,8 +67,16 @@ class _AlsStep(BaseOperator):
             raise ValueError(f"no result from task {self.train_task_id}")
         return summary
 
-    def qdrant(self):
-        return QdrantLocalHook(conn_id=self.qdrant_conn_id).get_conn()
+    def conn_ids(self) -> dict[str, str]:
+        return {"milvus": self.milvus_conn_id, "qdrant": self.qdrant_conn_id}
+
+    def serving(self):
+        """The serving store only (these tasks may run outside pool ``qdrant_local``)."""
+        return serving_store(self.conn_ids())
+
+    def stores(self):
+        """Every store, the serving one first (tasks in pool ``qdrant_local``)."""
+        return vector_stores(self.conn_ids())
 
     def collection(self, context: Any, summary: dict[str, Any]) -> str:
         """The physical collection chosen by ``milvus_upsert`` (a side build on an index change)."""
@@ -87,7 +96,7 @@ class AlsMilvusUpsertOperator(_AlsStep):
 
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.summary(context)
-        out = publish.publish_vectors(MilvusHook(self.milvus_conn_id).conn, lake_root(), s["version"],
+        out = publish.publish_vectors(self.serving(), lake_root(), s["version"],
                                       s["item_factors"], index=index_spec(context["params"]))
         self.log.info("placement: %s", out)
         return out
@@ -98,7 +107,7 @@ class AlsMilvusIndexOperator(_AlsStep):
 
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.summary(context)
-        return publish.publish_index(MilvusHook(self.milvus_conn_id).conn, lake_root(), self.collection(context, s),
+        return publish.publish_index(self.serving(), lake_root(), self.collection(context, s),
                                      s["item_factors"], index=index_spec(context["params"]))
 
 
@@ -123,12 +132,15 @@ class AlsGateOperator(_AlsStep):
 
 
 class QdrantMirrorOperator(_AlsStep):
-    """The item vectors → the Qdrant collection of the same name (pool ``qdrant_local`` on local mode)."""
+    """The item vectors → every mirror store's collection of the same name (the Qdrant mirror; pool
+    ``qdrant_local`` on local mode). One mirror: its result; several: one result per store kind."""
 
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.summary(context)
-        return publish.publish_qdrant(self.qdrant(), lake_root(), s["version"], s["item_factors"],
-                                      self.collection(context, s))
+        out = {m.kind: publish.publish_mirror(m, lake_root(), s["version"], s["item_factors"],
+                                              self.collection(context, s))
+               for m in mirror_stores(self.conn_ids())}
+        return next(iter(out.values())) if len(out) == 1 else out
 
 
 class AlsPublishUsersOperator(_AlsStep):
@@ -143,8 +155,7 @@ class AlsSwapAliasOperator(_AlsStep):
 
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.summary(context)
-        return publish.swap_aliases(MilvusHook(self.milvus_conn_id).conn, self.qdrant(), s["version"], s["factors"],
-                                    self.collection(context, s))
+        return publish.swap_aliases(self.stores(), s["version"], s["factors"], self.collection(context, s))
 
 
 class AlsActivateOperator(_AlsStep):
@@ -155,5 +166,5 @@ class AlsActivateOperator(_AlsStep):
         s = self.summary(context)
         db = mongo_database(self.mongo_conn_id)
         out = publish.activate(db, s["version"], self.collection(context, s))
-        out["dropped"] = publish.cleanup(db, MilvusHook(self.milvus_conn_id).conn, self.qdrant(), s["version"])
+        out["dropped"] = publish.cleanup(db, self.stores(), s["version"])
         return out

@@ -16,6 +16,7 @@ from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.hooks.qdrant import QdrantLocalHook
+from musicrec_airflow.hooks.stores import vector_stores
 from musicrec_airflow.lake import lake_root
 
 VECTOR_SCOPES = {"als", "lyrics"}
@@ -53,9 +54,9 @@ class StoreAuditOperator(BaseOperator):
             raise AirflowSkipException(f"scope {self.scope} not in params.scopes")
         root = lake_root()
         vectors = self.scope in VECTOR_SCOPES
+        conn_ids = {"milvus": self.milvus_conn_id, "qdrant": self.qdrant_conn_id}
         ctx = AuditContext(db=mongo_database(self.mongo_conn_id), root=root,
-                           milvus=MilvusHook(self.milvus_conn_id).conn if vectors else None,
-                           qdrant=QdrantLocalHook(conn_id=self.qdrant_conn_id).get_conn() if vectors else None,
+                           stores=vector_stores(conn_ids) if vectors else [],
                            run_id=context["run_id"], lake_checksums=truthy(p.get("lake_checksums", True)),
                            examples=int(p.get("examples", 20)))
         part = run_scope(self.scope, ctx, repair=truthy(p.get("repair")), dry_run=truthy(p.get("dry_run")),

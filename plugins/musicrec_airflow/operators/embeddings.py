@@ -17,6 +17,7 @@ from musicrec_airflow.hooks.embedding import EmbeddingHook
 from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.hooks.qdrant import QdrantLocalHook
+from musicrec_airflow.hooks.stores import mirror_stores, vector_stores
 from musicrec_airflow.lake import lake_root
 from musicrec_airflow.sources import check_model_param, refusals_fail
 
@@ -72,16 +73,18 @@ class _LyricsStep(BaseOperator):
             info = info | {"collection": placed["collection"], "side": bool(placed.get("side"))}
         return info
 
-    def qdrant(self):
-        return QdrantLocalHook(conn_id=self.qdrant_conn_id).get_conn()
+    def conn_ids(self) -> dict[str, str]:
+        return {"milvus": self.milvus_conn_id, "qdrant": self.qdrant_conn_id}
 
 
 class LyricsQdrantMirrorOperator(_LyricsStep):
     """The run's delta parts → the Qdrant mirror (dense only; pool ``qdrant_local`` on local mode)."""
 
     def execute(self, context: Any) -> dict[str, Any]:
-        return embed.upsert_run_qdrant(self.qdrant(), mongo_database(self.mongo_conn_id), lake_root(),
-                                       self.info(context), context["run_id"])
+        db, root, info = mongo_database(self.mongo_conn_id), lake_root(), self.info(context)
+        out = {m.kind: embed.upsert_run_mirror(m, db, root, info, context["run_id"])
+               for m in mirror_stores(self.conn_ids())}
+        return next(iter(out.values())) if len(out) == 1 else out
 
 
 class LyricsActivateOperator(_LyricsStep):
@@ -89,8 +92,9 @@ class LyricsActivateOperator(_LyricsStep):
     model's collection in Milvus and Qdrant."""
 
     def execute(self, context: Any) -> dict[str, Any]:
-        return embed.activate(mongo_database(self.mongo_conn_id), MilvusHook(self.milvus_conn_id).conn,
-                              self.qdrant(), self.info(context), root=lake_root(), run_id=context["run_id"])
+        stores = vector_stores(self.conn_ids())
+        return embed.activate(mongo_database(self.mongo_conn_id), stores[0], stores[1:], self.info(context),
+                              root=lake_root(), run_id=context["run_id"])
 
 
 class LyricsStampOperator(_LyricsStep):
@@ -107,5 +111,6 @@ class LyricsPruneOperator(_LyricsStep):
 
     def execute(self, context: Any) -> dict[str, Any]:
         info = self.info(context)
-        return embed.prune(mongo_database(self.mongo_conn_id), MilvusHook(self.milvus_conn_id).conn, self.qdrant(),
-                           info["collection"], info["model_id"])
+        stores = vector_stores(self.conn_ids())
+        return embed.prune(mongo_database(self.mongo_conn_id), stores[0], stores[1:], info["collection"],
+                           info["model_id"])

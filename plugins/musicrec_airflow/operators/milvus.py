@@ -66,8 +66,8 @@ class MilvusUpsertOperator(BaseOperator):
                 params = json.loads(params) if params.strip() else None
             dense = mv.IndexSpec(self.index_type, "IP", params) if self.index_type else None
             # the index decides the physical collection: a change on the live one goes to a new one
-            return embed.upsert_run_milvus(hook.conn, mongo_database(self.mongo_conn_id), lake_root(), info,
-                                           context["run_id"], dense_index=dense)
+            return embed.upsert_run_primary(hook.store(), mongo_database(self.mongo_conn_id), lake_root(), info,
+                                            context["run_id"], dense_index=dense)
         if not self.collection or not self.parquet_path:
             raise ValueError("collection and parquet_path are required (or delta_task_id for lyrics deltas)")
         return mv.upsert_parquet(hook.conn, self.collection, local_file(lake_root(), self.parquet_path), id_col=self.id_column,
@@ -110,7 +110,8 @@ class MilvusIndexOperator(BaseOperator):
         if truthy(self.hybrid):
             from musicrec.embeddings import embed
 
-            built = embed.build_indexes(client, self.collection, dense_index=spec, timeout_s=self.timeout_s)
+            built = embed.build_indexes(mv.MilvusStore(client), self.collection, dense_index=spec,
+                                        timeout_s=self.timeout_s)
             self.log.info("indexes of %s: %s", self.collection, built)
             return {"collection": self.collection, "fields": built}
         desc = mv.ensure_index(client, self.collection, spec, field=self.field, timeout_s=self.timeout_s)
