@@ -48,8 +48,8 @@ from musicrec.audit.core import (
     check_collection,
     chunks,
 )
-from musicrec.catalog.listens import local_file
 from musicrec.ids import point_id
+from musicrec.lake.reader import local_file
 from musicrec.vectors import milvus as mv
 from musicrec.vectors import qdrant as qd
 

@@ -30,9 +30,9 @@ from pymilvus import DataType, Function, FunctionType, MilvusClient
 from qdrant_client import QdrantClient, models
 
 from musicrec import registry
-from musicrec.catalog.listens import local_file
 from musicrec.ids import point_id, slug_of  # noqa: F401 - slug_of re-exported (it lives in ids)
 from musicrec.lake import storage
+from musicrec.lake.reader import local_file
 from musicrec.lake.storage import LakePath
 from musicrec.vectors import milvus as mv
 from musicrec.vectors import qdrant as qd

@@ -12,11 +12,11 @@ from musicrec.audit.core import AuditContext
 from musicrec.audit.lake import run_path
 from musicrec.audit.run import DEFAULT_MODE, SCOPES, check_mode, remaining, run_scope
 from musicrec.lake import storage
-from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.hooks.qdrant import QdrantLocalHook
 from musicrec_airflow.lake import lake_root
+from musicrec_airflow.params import truthy
 
 VECTOR_SCOPES = {"als", "lyrics"}
 
