@@ -111,9 +111,11 @@ def gpu_section(texts: list[str], batch_size: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    from musicrec.embeddings.encoder import DEFAULT_MODEL
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--texts", type=int, default=2000)
-    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--part-size", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=1)

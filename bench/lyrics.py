@@ -17,7 +17,7 @@
    songs/s. Accuracy: the right ``lrclib_id`` (found / instrumental) for the songs in the dump,
    ``not_found`` for the others, per kind of song. Below target, one-word titles and longer ones
    are timed apart (a common title has many same-named records to score).
-2. API provider, ``musicrec.lyrics.api.LrclibApi`` driven by ``enrich._api`` (the DAG's bounded
+2. API provider, ``musicrec.lyrics.lrclib.LrclibApi`` driven by ``enrich._api`` (the DAG's bounded
    window) against the local LRCLIB-compatible server ``tests.lrclib_server.LrclibServer`` on a
    small dump of the same generator (``--api-tracks``): (a) rate limit off; (b) the project's
    default 2 requests/s on ``--rate-songs`` songs, the server log's observed max rate must be <= 2;

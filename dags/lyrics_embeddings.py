@@ -20,6 +20,7 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from musicrec import settings
+from musicrec.embeddings.encoder import DEFAULT_MODEL
 from musicrec_airflow.assets import MILVUS_LYRICS_EMBEDDINGS, MONGO_LYRICS
 from musicrec_airflow.defaults import POOL_GPU, POOL_QDRANT_LOCAL, default_args
 from musicrec_airflow.operators.embeddings import (
@@ -43,7 +44,7 @@ with DAG(
     default_args=default_args(),
     tags=["musicrec", "lyrics", "embeddings", "milvus", "qdrant", "gpu"],
     params={
-        "model": Param("minilm", type="string",
+        "model": Param(DEFAULT_MODEL, type="string",
                        description="minilm | bge-m3 | bge-m3:<dir> | a local sentence-transformers directory"),
         "batch_size": Param(32, type="integer", minimum=1, maximum=4096, description="texts per forward pass"),
         "device": Param("auto", type="string", description="auto (CUDA when present) | cpu | cuda | cuda:N"),

@@ -11,9 +11,10 @@ by id):
 * ``lyrics``: ``songs.lyrics`` (found) + the active embedding model ↔ Milvus ``lyrics_embeddings`` ↔
   the Qdrant mirror, and ``songs.embedding``.
 
-``repair=true`` fixes what was found (re-upserts from the lake's Parquet, deletes orphans older than
-``grace_minutes`` after re-checking the catalog, re-uploads or flags lake files) and audits again;
-``dry_run=true`` lists that plan and writes nothing. The report goes to
+Param ``mode``: ``audit`` (the default) records the findings; ``repair`` fixes them (re-upserts from
+the lake's Parquet, deletes orphans older than ``grace_minutes`` after re-checking the catalog,
+re-uploads or flags lake files) and audits again; ``plan`` lists that repair and writes nothing.
+``repair`` / ``dry_run`` (the two booleans ``mode`` replaced) are refused when a run's conf gives them. The report goes to
 ``audit/<run_id>/report.{json,html}``; ``check`` fails when more than ``max_findings`` remain open.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
+from musicrec.audit.run import DEFAULT_MODE, MODES
 from musicrec_airflow.defaults import POOL_QDRANT_LOCAL, default_args
 from musicrec_airflow.operators.audit import AuditCheckOperator, AuditReportOperator, StoreAuditOperator
 
@@ -35,8 +37,17 @@ with DAG(
     default_args=default_args(),
     tags=["musicrec", "audit", "milvus", "qdrant", "mongo", "lake"],
     params={
-        "repair": Param(False, type="boolean", description="fix the findings, then audit again"),
-        "dry_run": Param(False, type="boolean", description="list the repair plan, write nothing"),
+        "mode": Param(DEFAULT_MODE, type="string", enum=list(MODES),
+                      values_display={"audit": "audit: record the findings",
+                                      "plan": "plan: list the repair, write nothing",
+                                      "repair": "repair: fix the findings, then audit again"},
+                      description="what the run does with its findings"),
+        # the two booleans mode replaced: a conf that still sends them fails validation at trigger time
+        # (Airflow accepts unknown conf keys, so without these an old {"repair": true} would only audit)
+        **{old: Param(None, type=["null"], section="Removed params",
+                      title=f'{old} (removed): pass "mode": "{new}"',
+                      description=f'removed: pass "mode": "{new}" instead')
+           for old, new in (("repair", "repair"), ("dry_run", "plan"))},
         "grace_minutes": Param(60, type="number", minimum=0,
                                description="orphans younger than this (first seen by the audit) are kept"),
         "scopes": Param(["lake", "als", "lyrics"], type="array",

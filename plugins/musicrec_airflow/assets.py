@@ -9,5 +9,3 @@ MILVUS_MUSIC_COLLECTION = Asset(name="milvus_music_collection", uri="musicrec://
                                 group="musicrec")
 MILVUS_LYRICS_EMBEDDINGS = Asset(name="milvus_lyrics_embeddings", uri="musicrec://milvus/lyrics_embeddings",
                                  group="musicrec")
-
-ALL = (LAKE_LISTENS, MONGO_SONGS, MONGO_LYRICS, MILVUS_MUSIC_COLLECTION, MILVUS_LYRICS_EMBEDDINGS)

@@ -1,4 +1,5 @@
-"""Shared DAG defaults: owner, retries with exponential backoff, pools, queues."""
+"""Shared DAG defaults: owner, retries with exponential backoff, pool names (the GPU queue is
+``musicrec.settings.gpu_queue``)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,3 @@ def default_args(**overrides: Any) -> dict[str, Any]:
     args.update(overrides)
     return args
 
-
-def gpu_queue() -> str:
-    return settings.gpu_queue()
-
-
-def truthy(value: Any) -> bool:
-    """A rendered template or param as a boolean (``"True"``, ``"1"``, ``"yes"``)."""
-    return str(value).strip().lower() in {"true", "1", "yes"}

@@ -11,7 +11,7 @@ from airflow.sdk import Variable
 from airflow.sdk.exceptions import AirflowFailException
 
 from musicrec.embeddings.encoder import model_directory
-from musicrec.lyrics.api import DEFAULT_BASE_URL
+from musicrec.lyrics.lrclib import DEFAULT_BASE_URL
 from musicrec.sources import (
     ALLOWED_SOURCES_VARIABLE,
     AllowEntry,

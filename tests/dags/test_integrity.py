@@ -120,5 +120,21 @@ def test_store_audit_schedule_pools_and_params(dagbag):
     for task_id in ("audit_als", "audit_lyrics"):
         assert dag.get_task(task_id).pool == "qdrant_local", task_id
     assert dag.get_task("check").upstream_task_ids == {"report"}
-    assert {"repair", "dry_run", "grace_minutes", "scopes", "max_findings"} <= set(dag.params)
-    assert dag.params["repair"] is False
+    assert {"mode", "grace_minutes", "scopes", "max_findings"} <= set(dag.params)
+    assert dag.params["mode"] == "audit"  # today's default: find and record, change nothing
+
+
+def test_store_audit_mode_param_refuses_the_old_booleans(dagbag):
+    """One enum ``mode`` replaced ``repair`` + ``dry_run``: a conf that still sends either is refused
+    when the run is created (the serialized DAG's params validation, as the API and the CLI do), not
+    silently ignored; an unknown mode too."""
+    from airflow.exceptions import ParamValidationError
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    params = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags["store_audit"])).params
+    for mode in ("audit", "plan", "repair"):
+        assert params.deep_merge({"mode": mode}).validate()["mode"] == mode
+    for conf, hint in (({"repair": True}, '"mode": "repair"'), ({"dry_run": True}, '"mode": "plan"'),
+                       ({"repair": True, "dry_run": True}, '"mode": "repair"'), ({"mode": "fix"}, "'plan'")):
+        with pytest.raises(ParamValidationError, match=hint):
+            params.deep_merge(conf).validate()

@@ -192,23 +192,25 @@ def test_faults_found_exactly_repaired_in_one_pass_then_clean(stores):
     want = inject(root, db, milvus, qdrant)
     before = snapshot(root, db, milvus, qdrant)
 
-    # a dry run: the same findings, a plan, and nothing written anywhere
+    # mode plan: the same findings, a plan, and nothing written anywhere
     ctx = context(root, db, milvus, qdrant, "dry")
-    dry = audit_all(ctx, dry_run=True, grace_minutes=0)
+    dry = audit_all(ctx, mode="plan", grace_minutes=0)
     assert set().union(*(found(p) for p in dry)) == want
     planned = {(a["store"], a["action"]) for p in dry for plan in p["plans"] for a in plan.get("actions", [])}
     assert ("lake", "upsert") in planned and ("mongo:users", "delete") in planned
-    assert all(a["dry_run"] for p in dry for plan in p["plans"] for a in plan.get("actions", []))
+    assert all("after" not in plan for p in dry for plan in p["plans"])  # nothing repaired, nothing re-audited
+    plan_doc = report.build("dry", dry, mode="plan", grace_minutes=0, max_findings=0)
+    assert plan_doc["params"]["mode"] == "plan" and "mode plan: nothing written" in report.table(plan_doc)
     assert snapshot(root, db, milvus, qdrant) == before
 
     # the audit + repair: exactly the injected set, one pass, the re-audit inside is clean
     ctx = context(root, db, milvus, qdrant, "fix")
-    parts = audit_all(ctx, repair=True, grace_minutes=0)
+    parts = audit_all(ctx, mode="repair", grace_minutes=0)
     assert set().union(*(found(p) for p in parts)) == want
     for p in parts:
         for plan in p["plans"]:
             assert plan["after"]["total"] == 0, plan["after"]
-    doc = report.build("fix", parts, repair=True, dry_run=False, grace_minutes=0, max_findings=0)
+    doc = report.build("fix", parts, mode="repair", grace_minutes=0, max_findings=0)
     assert doc["findings"] == len(want) and doc["clean"] and doc["passed"]
     acts = {(a["store"], a["action"]): a["count"] for a in doc["actions"]}
     name = collection_name(VERSION)
@@ -258,7 +260,7 @@ def test_grace_window_keeps_young_orphans(stores):
     root, db, milvus, qdrant = stores
     name = collection_name(VERSION)
     milvus.upsert(name, [{"track_id": "zz_young", "embedding": [0.5] * DIM}])
-    parts = [run_scope("als", context(root, db, milvus, qdrant, "g1"), repair=True, grace_minutes=60)]
+    parts = [run_scope("als", context(root, db, milvus, qdrant, "g1"), mode="repair", grace_minutes=60)]
     assert ("als_items", f"milvus:{name}", "orphan", "zz_young") in found(parts[0])
     acts = {(a["store"], a["action"]) for p in parts for plan in p["plans"] for a in plan.get("actions", [])}
     assert (f"milvus:{name}", "kept_within_grace") in acts and (f"milvus:{name}", "delete") not in acts
@@ -266,7 +268,7 @@ def test_grace_window_keeps_young_orphans(stores):
     assert ("als_items", f"milvus:{name}", "orphan", "zz_young") in found(parts[0], "after")
     # an hour later (first sighting kept across runs), the next repair deletes it
     db[core.STATE].update_many({}, {"$set": {"first_seen": datetime.now(UTC) - timedelta(minutes=61)}})
-    later = run_scope("als", context(root, db, milvus, qdrant, "g2"), repair=True, grace_minutes=60)
+    later = run_scope("als", context(root, db, milvus, qdrant, "g2"), mode="repair", grace_minutes=60)
     assert not milvus.get(name, ids=["zz_young"])
     assert found(later, "after") == set()
 
@@ -277,7 +279,7 @@ def test_wrong_alias_and_lost_mirror_collection_are_rebuilt(stores):
     mv.ensure_collection(milvus, "music_collection_vother", DIM)
     milvus.alter_alias("music_collection_vother", ALIAS)
     qdrant.delete_collection(name)
-    part = run_scope("als", context(root, db, milvus, qdrant, "s"), repair=True, grace_minutes=0)
+    part = run_scope("als", context(root, db, milvus, qdrant, "s"), mode="repair", grace_minutes=0)
     items = part["plans"][0]
     assert found(part) == {("als_items", f"milvus:alias {ALIAS}", "stale", ALIAS),
                            ("als_items", f"qdrant:{name}", "missing", name),
@@ -293,7 +295,7 @@ def test_lake_file_without_a_copy_is_flagged(stores):
     root, db, milvus, qdrant = stores
     rel = "listens/date=2009-05-05/import-t.parquet"
     (Path(root.path) / rel).unlink()
-    part = run_scope("lake", context(root, db, milvus, qdrant, "f"), repair=True, grace_minutes=0)
+    part = run_scope("lake", context(root, db, milvus, qdrant, "f"), mode="repair", grace_minutes=0)
     plan = part["plans"][0]
     assert [(a["action"], a["ids"]) for a in plan["actions"]] == [("flagged_no_copy", [rel])]
     assert plan["after"]["counts"] == {"lake": {"missing": 1}}
@@ -411,7 +413,7 @@ def test_lyrics_faults_found_repaired_and_a_concurrent_writer_keeps_its_data(lyr
 def test_lyrics_change_without_a_vector_is_flagged_for_encoding(lyrics_stores):
     root, db, milvus, qdrant, name = lyrics_stores
     db["songs"].update_one({"_id": "s007"}, {"$set": {"lyrics.sha256": "f" * 64}})  # new lyrics, not embedded yet
-    part = run_scope("lyrics", context(root, db, milvus, qdrant, "enc"), repair=True, grace_minutes=0)
+    part = run_scope("lyrics", context(root, db, milvus, qdrant, "enc"), mode="repair", grace_minutes=0)
     plan = part["plans"][0]
     assert {(s, k) for s, kinds in plan["before"]["counts"].items() for k in kinds} == {
         (f"milvus:{name}", "stale"), (f"qdrant:{name}", "stale"), ("mongo:songs.embedding", "stale")}
@@ -436,7 +438,7 @@ def test_store_audit_dag_repairs_and_reports(stores, airflow_db, mongo_uri, milv
            "AIRFLOW_CONN_MILVUS_DEFAULT": json.dumps({"conn_type": "milvus", "extra": {"uri": milvus_uri}}),
            "AIRFLOW_CONN_QDRANT_DEFAULT": json.dumps({"conn_type": "qdrant",
                                                       "extra": {"path": str(tmp_path / "qdrant")}})}
-    out = airflow_dags_test("store_audit", {"repair": True, "grace_minutes": 0}, env)
+    out = airflow_dags_test("store_audit", {"mode": "repair", "grace_minutes": 0}, env)
     for task in ("audit_lake", "audit_als", "audit_lyrics", "report", "check"):
         assert f"task_id={task}" in out
     [report_json] = list((Path(root.path) / "audit").glob("*/report.json"))
@@ -471,7 +473,7 @@ def test_lake_scope_on_s3(s3_endpoint, mongo_db):
     with (root / "listens/date=2009-05-01/daily.parquet").open("wb") as fh:
         fh.write(b"rewritten")
     ctx = core.AuditContext(db=mongo_db, root=root, run_id="s3", examples=100)
-    part = run_scope("lake", ctx, repair=True, grace_minutes=0)
+    part = run_scope("lake", ctx, mode="repair", grace_minutes=0)
     assert found(part) == {("lake", "lake", "size_mismatch", "listens/date=2009-05-01/daily.parquet"),
                            ("lake", "lake", "missing", "profiles/users.parquet"),
                            ("lake", "lake", "orphan", "embeddings/m/run=x/part-00000.parquet")}
@@ -484,7 +486,7 @@ def test_lake_scope_on_s3(s3_endpoint, mongo_db):
 def test_collection_of_another_dimension_is_flagged(lyrics_stores):
     root, db, milvus, qdrant, name = lyrics_stores
     db["models"].update_one({"kind": "embedding"}, {"$set": {"dim": LYR_DIM * 2}})  # a model of another size
-    part = run_scope("lyrics", context(root, db, milvus, qdrant, "dim"), repair=True, grace_minutes=0)
+    part = run_scope("lyrics", context(root, db, milvus, qdrant, "dim"), mode="repair", grace_minutes=0)
     plan = part["plans"][0]
     assert found(part) == {("lyrics", f"milvus:{name}", "dimension_mismatch", name),
                            ("lyrics", f"qdrant:{name}", "dimension_mismatch", name)}
@@ -501,7 +503,7 @@ def test_audit_state_holds_exactly_the_findings_still_open_after_a_repair(stores
     want = inject(root, db, milvus, qdrant)
     rel = "listens/date=2009-05-05/import-t.parquet"
     (Path(root.path) / rel).unlink()  # no copy to restore it from: flagged, stays open
-    parts = audit_all(context(root, db, milvus, qdrant, "fix1"), repair=True, grace_minutes=0)
+    parts = audit_all(context(root, db, milvus, qdrant, "fix1"), mode="repair", grace_minutes=0)
     assert len(set().union(*(found(p) for p in parts))) >= len(want)
     assert sum(plan["after"]["total"] for p in parts for plan in p["plans"]) == 1
     docs = list(db[core.STATE].find())
@@ -510,7 +512,7 @@ def test_audit_state_holds_exactly_the_findings_still_open_after_a_repair(stores
     # hours later, an orphan the repair deleted is written again: its grace window applies again
     db[core.STATE].update_many({}, {"$set": {"first_seen": datetime.now(UTC) - timedelta(hours=5)}})
     milvus.upsert(name, [{"track_id": "zz_orphan1", "embedding": [0.5] * DIM}])
-    later = run_scope("als", context(root, db, milvus, qdrant, "fix2"), repair=True, grace_minutes=60)
+    later = run_scope("als", context(root, db, milvus, qdrant, "fix2"), mode="repair", grace_minutes=60)
     acts = {(a["store"], a["action"]): a["ids"] for plan in later["plans"] for a in plan.get("actions", [])}
     assert acts.get((f"milvus:{name}", "kept_within_grace")) == ["zz_orphan1"]
     assert milvus.get(name, ids=["zz_orphan1"])

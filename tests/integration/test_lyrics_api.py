@@ -197,7 +197,7 @@ def test_rate_holds_under_stalls_timeouts_and_429s_on_the_servers_clock(tiny_sam
     let tokens pile up behind the stalls and go out together: up to 9/s at rate 5.)"""
     import asyncio
 
-    from musicrec.lyrics.api import LrclibApi
+    from musicrec.lyrics.lrclib import LrclibApi
 
     rate = 5
     faults = FaultPlan(rate_429=0.1, retry_after_s=1, rate_slow=0.5, slow_s=2.5, seed=11)
@@ -226,7 +226,7 @@ def test_an_oversized_response_body_is_an_error_outcome_not_a_crash():
 
     import httpx
 
-    from musicrec.lyrics.api import LrclibApi
+    from musicrec.lyrics.lrclib import LrclibApi
     from musicrec.lyrics.match import Song
 
     sent = []

@@ -12,7 +12,7 @@ from qdrant_client import QdrantClient
 from upath import UPath
 
 from musicrec.embeddings import embed, store
-from musicrec.embeddings.encoder import Encoded, ModelNotFound, load_encoder, resolve
+from musicrec.embeddings.encoder import MINILM, Encoded, ModelNotFound, load_encoder, resolve
 from musicrec.recommend import hybrid
 from musicrec.vectors import milvus as mv
 from musicrec.vectors import qdrant as qd
@@ -245,7 +245,7 @@ def test_bad_input(env, bge, monkeypatch, tmp_path):
 
 def test_minilm_paraphrase_ranks_above_unrelated_and_model_switch(env, bge):
     db, root, milvus, qdrant = env
-    minilm = load_encoder("minilm")
+    minilm = load_encoder(MINILM)
     assert (minilm.dim, minilm.has_sparse, minilm.spec.model_id) == (384, False,
                                                                      "sentence-transformers/all-MiniLM-L6-v2")
     enc = minilm.encode(["I walk alone in the rain tonight", "tonight I wander by myself through the rainfall",
@@ -276,7 +276,7 @@ def test_next_song_blends_als_and_lyrics_similarity(env):
     from musicrec.als.params import collection_name as als_collection
 
     db, root, milvus, qdrant = env
-    run_all(db, root, load_encoder("minilm"), milvus, qdrant, "run1")
+    run_all(db, root, load_encoder(MINILM), milvus, qdrant, "run1")
     rng = np.random.default_rng(3)
     items = sorted(set(LYRICS) - {"s08"}) + ["a1", "a2"]  # a1, a2: ALS only (no lyrics vector)
     item_vecs = {t: rng.normal(size=4).astype(np.float32) for t in items}

@@ -59,16 +59,22 @@ def test_report_verdicts_and_page():
     part = {"scope": "als", "plans": [{"name": "als_items", "info": {}, "before": {
         "counts": {"milvus:c": {"missing": 2}}, "total": 2, "examples": {"milvus:c|missing": ["a", "b"]},
         "rows": {"lake:x": 10, "milvus:c": 8}}}]}
-    doc = report.build("r1", [part], repair=False, dry_run=False, grace_minutes=60, max_findings=1)
+    doc = report.build("r1", [part], mode="audit", grace_minutes=60, max_findings=1)
     assert doc["findings"] == doc["remaining"] == 2 and not doc["clean"] and not doc["passed"]
-    assert report.build("r1", [part], repair=False, dry_run=False, grace_minutes=60, max_findings=2)["passed"]
-    failed = report.build("r1", [], repair=False, dry_run=False, grace_minutes=60, max_findings=5,
+    assert report.build("r1", [part], mode="audit", grace_minutes=60, max_findings=2)["passed"]
+    failed = report.build("r1", [], mode="audit", grace_minutes=60, max_findings=5,
                           failed_scopes=["lake"])
     assert not failed["passed"] and "FAILED: lake" in report.table(failed)
     text = report.table(doc)
     assert "milvus:c" in text and "2 open findings" in text
     page = report.render_html(doc)
     assert "<svg" in page and "<script" not in page and 'src="http' not in page
+    assert doc["params"]["mode"] == "audit" and "mode=audit" in page  # the mode, recorded once
+
+
+def test_report_refuses_an_unknown_mode():
+    with pytest.raises(ValueError, match="unknown audit mode 'dry_run'"):
+        report.build("r1", [], mode="dry_run", grace_minutes=60, max_findings=0)
 
 
 def test_ids_with_control_characters_round_trip(tmp_path):

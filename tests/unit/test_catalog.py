@@ -13,8 +13,8 @@ import pytest
 from upath import UPath
 
 from musicrec import registry
-from musicrec.catalog import listens, sync
-from musicrec.lake import schema, storage
+from musicrec.catalog import sync
+from musicrec.lake import reader, schema, storage
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ def test_duplicates_across_files_of_a_partition_count_once(lake, mongo_db, tmp_p
     expected = _expected(_all_events(lake), anchor)
     songs = _songs(mongo_db)
     assert {t: songs[t]["plays_total"] for t in expected} == {t: e["plays_total"] for t, e in expected.items()}
-    con, docs = listens.open_span(lake, mongo_db, None, anchor)
+    con, docs = reader.open_span(lake, mongo_db, None, anchor)
     n = con.execute("SELECT count(*) FROM events").fetchone()[0]
     assert n == len({(r["user_id"], r["ts"], r["track_id"]) for r in _all_events(lake).to_pylist()})
     assert any(d["_id"] == rel for d in docs)

@@ -255,11 +255,11 @@ def test_a_model_directory_param_must_be_allowed_before_anything_in_it_is_loaded
     so a directory outside the allow-list fails the task before the encoder is touched."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from musicrec.embeddings.encoder import model_directory
+    from musicrec.embeddings.encoder import BGE_M3, DEFAULT_MODEL, MINILM, model_directory
     from musicrec_airflow.operators.embeddings import EmbedLyricsOperator
     from musicrec_airflow.sources import check_model_param
 
-    assert model_directory("minilm") is None and model_directory("bge-m3") is None
+    assert model_directory(MINILM) is None and model_directory(BGE_M3) is None
     assert model_directory("bge-m3:/models/m3") == "/models/m3" and model_directory("/models/st") == "/models/st"
 
     allowed, outside = tmp_path / "models", tmp_path / "elsewhere"
@@ -267,7 +267,7 @@ def test_a_model_directory_param_must_be_allowed_before_anything_in_it_is_loaded
     outside.mkdir()
     (outside / "modules.json").write_text("[]")
     monkeypatch.setenv("AIRFLOW_VAR_MUSICREC_ALLOWED_SOURCES", json.dumps([allowed.as_uri() + "/"]))
-    check_model_param("minilm")  # named models are the deployment's, not a path
+    check_model_param(DEFAULT_MODEL)  # named models are the deployment's, not a path
     check_model_param(str(allowed / "st"))
     check_model_param(f"bge-m3:{allowed / 'st'}")
     for model in (str(outside), f"bge-m3:{outside}", str(allowed / ".." / "elsewhere")):

@@ -59,7 +59,7 @@ def test_publish_and_fetch_on_s3(s3_endpoint, tmp_path):
 
 def test_local_file_of_an_s3_lake_is_fetched_fresh(s3_endpoint, tmp_path):
     """Without a checksum a cached copy could be stale: a replaced model artifact must be re-read."""
-    from musicrec.catalog.listens import local_file
+    from musicrec.lake.reader import local_file
 
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="lake-local-file")
     root = UPath("s3://lake-local-file", endpoint_url=s3_endpoint, key="testing", secret="testing")

@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import scipy.sparse as sp
 
-from musicrec.catalog.listens import _ts_literal
+from musicrec.lake.reader import _ts_literal
 
 log = logging.getLogger(__name__)
 

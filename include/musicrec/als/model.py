@@ -29,8 +29,7 @@ from musicrec import registry
 from musicrec import scratch as scratch_dirs
 from musicrec.als import backends, evaluate, matrix
 from musicrec.als.params import AlsParams, collection_name
-from musicrec.catalog import listens
-from musicrec.lake import schema, storage
+from musicrec.lake import reader, schema, storage
 from musicrec.lake.storage import LakePath
 
 log = logging.getLogger(__name__)
@@ -65,14 +64,14 @@ def factors_table(ids: np.ndarray, vectors: np.ndarray, id_col: str) -> pa.Table
 
 
 def window_of(anchor: datetime, params: AlsParams) -> tuple[datetime, datetime]:
-    end = listens.utc(anchor)
+    end = reader.utc(anchor)
     return end - timedelta(days=params.window_days), end
 
 
 def plan(db: Database, anchor: datetime, params: AlsParams) -> dict[str, Any]:
     """The run's window, version and inputs (small: goes to XCom)."""
     start, end = window_of(anchor, params)
-    docs = listens.span_partitions(db, start, end)
+    docs = reader.span_partitions(db, start, end)
     inputs = [{"path": d["_id"], "sha256": d.get("sha256")} for d in docs]
     version = params.version(end, inputs) if inputs else f"{end:%Y%m%d}_empty"
     return {"version": version, "collection": collection_name(version), "window": {"start": start.isoformat(),
@@ -116,7 +115,7 @@ def train(root: LakePath, db: Database, anchor: datetime, params: AlsParams, *, 
 
     start, end = window_of(anchor, params)
     cut = end - timedelta(days=params.eval_days)
-    con, _ = listens.open_span(root, db, start, end)
+    con, _ = reader.open_span(root, db, start, end)
     try:
         inter = matrix.load(con, params.weights, cut)
     finally:
@@ -194,7 +193,7 @@ def _publish_artifacts(root: LakePath, db: Database, version: str, inter: matrix
 def _summary(doc: dict[str, Any], reused: bool) -> dict[str, Any]:
     arts = {a["kind"]: a["path"] for a in doc["artifacts"]}
     return {"version": doc["_id"], "collection": doc["collection"], "status": doc.get("status"),
-            "window": {k: listens.utc(v).isoformat() for k, v in doc["window"].items()},
+            "window": {k: reader.utc(v).isoformat() for k, v in doc["window"].items()},
             "metrics": {"als": doc["metrics"]["als"], "popularity": doc["metrics"]["popularity"]},
             "factors": doc["params"]["factors"], "backend": doc["backend"]["used"],
             "user_factors": arts["user_factors"], "item_factors": arts["item_factors"], "reused": reused}

@@ -37,7 +37,7 @@ from pymongo.database import Database
 
 from musicrec.als.model import MODELS
 from musicrec.als.params import ALIAS, USER_VECTORS, collection_name, user_vector_field, version_of
-from musicrec.catalog import listens
+from musicrec.lake import reader as listens  # the lake reader (issue 15 renamed the module)
 from musicrec.lake.storage import LakePath
 from musicrec.vectors import Capability, as_store, as_stores, has
 from musicrec.vectors import milvus as mv

@@ -16,14 +16,14 @@ from datetime import date, datetime, timedelta
 from pymongo.database import Database
 
 from musicrec import registry
-from musicrec.catalog import listens
+from musicrec.lake import reader
 
 DAILY_PRODUCER, DAILY_FILE = "daily", "daily.parquet"  # musicrec.lake.daily's producer and file
 
 
 def last_day(window_end: datetime) -> date:
     """Day W−1: the last day inside a window ending at ``window_end`` (exclusive)."""
-    return (listens.utc(window_end) - timedelta(milliseconds=1)).date()
+    return (reader.utc(window_end) - timedelta(milliseconds=1)).date()
 
 
 def daily_path(day: date) -> str:

@@ -46,7 +46,7 @@ from musicrec.audit.core import (
     chunks,
     page_size,
 )
-from musicrec.catalog.listens import local_file
+from musicrec.lake.reader import local_file
 from musicrec.vectors import Capability, Record, VectorStore, has
 from musicrec.vectors.base import read_vectors
 

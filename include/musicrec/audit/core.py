@@ -284,7 +284,7 @@ def first_seen(db: Database, scope: str, store: str, ids: list[str]) -> dict[str
 IDS_LISTED = 1000  # ids listed per action in the report (the count is always exact)
 
 
-def _action(actions: list[dict[str, Any]], scope: str, store: str, action: str, ids: list[str], dry_run: bool,
+def _action(actions: list[dict[str, Any]], scope: str, store: str, action: str, ids: list[str],
             **extra: Any) -> None:
     if not ids:
         return
@@ -294,23 +294,24 @@ def _action(actions: list[dict[str, Any]], scope: str, store: str, action: str, 
             room = IDS_LISTED - len(a["ids"])
             a["ids"].extend(ids[:max(0, room)])
             return
+    # planned or done is not recorded per action: the report's ``params.mode`` says it once
     actions.append({"scope": scope, "store": store, "action": action, "count": len(ids), "ids": ids[:IDS_LISTED],
-                    "dry_run": dry_run, **extra})
+                    **extra})
 
 
 def repair(plan: ScopePlan, ctx: AuditContext, findings: FindingLog, *, grace_minutes: float = 60.0,
            dry_run: bool = False, batch_size: int = 500) -> list[dict[str, Any]]:
     """Fix what ``findings`` names, batch by batch, after re-reading both sides; returns the actions
-    (planned only, when ``dry_run``)."""
+    (planned only, when ``dry_run``: the ``plan`` mode of :func:`musicrec.audit.run.run_scope`)."""
     actions: list[dict[str, Any]] = []
     if plan.guard is not None and (reason := plan.guard()):
         actions.append({"scope": plan.scope, "store": "*", "action": "refused", "count": findings.total, "ids": [],
-                        "dry_run": dry_run, "reason": reason})
+                        "reason": reason})
         return actions
     for fix in plan.structural_repairs:
         out = fix(dry_run)
         if out:
-            actions.append({"scope": plan.scope, "dry_run": dry_run, "ids": [], "count": 1} | out)
+            actions.append({"scope": plan.scope, "ids": [], "count": 1} | out)
     if plan.expected_lookup is None:
         return actions
     cutoff = ctx.started - timedelta(minutes=grace_minutes)
@@ -327,23 +328,23 @@ def repair(plan: ScopePlan, ctx: AuditContext, findings: FindingLog, *, grace_mi
             write = [i for i in ids if i in want and (want[i] != have.get(i) or i in dup)]
             orphans = [i for i in ids if i not in want and i in have and target.owns(i)]
             settled = [i for i in ids if i not in dup and want.get(i) == have.get(i)]
-            _action(actions, plan.scope, target.store, "resolved_meanwhile", settled, dry_run)
+            _action(actions, plan.scope, target.store, "resolved_meanwhile", settled)
             seen = first_seen(ctx.db, plan.scope, target.store, orphans) if orphans else {}
             old = [i for i in orphans if seen.get(i, ctx.started) <= cutoff]
             young = [i for i in orphans if seen.get(i, ctx.started) > cutoff]
-            _action(actions, plan.scope, target.store, "kept_within_grace", young, dry_run,
+            _action(actions, plan.scope, target.store, "kept_within_grace", young,
                     grace_minutes=grace_minutes)
             for verb, fn, todo in (("upsert", target.upsert, write), ("delete", target.delete, old)):
                 if not todo:
                     continue
                 if fn is None:
-                    _action(actions, plan.scope, target.store, "flagged", todo, dry_run,
+                    _action(actions, plan.scope, target.store, "flagged", todo,
                             reason="no automatic repair for this store")
                 elif dry_run:
-                    _action(actions, plan.scope, target.store, verb, todo, dry_run)
+                    _action(actions, plan.scope, target.store, verb, todo)
                 else:
                     for act, done in fn(todo).items():
-                        _action(actions, plan.scope, target.store, act, done, dry_run)
+                        _action(actions, plan.scope, target.store, act, done)
             log.info("%s: %s: batch of %d findings: %d written, %d orphans removed, %d within grace, %d settled",
                      plan.scope, target.store, len(ids), len(write), len(old), len(young), len(settled))
     return actions

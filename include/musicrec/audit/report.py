@@ -13,16 +13,18 @@ from typing import Any
 
 from musicrec.audit.core import KINDS
 from musicrec.audit.lake import run_path
+from musicrec.audit.run import check_mode
 from musicrec.lake import storage
 from musicrec.lake.storage import LakePath
 
 STATES = ("before", "after")
 
 
-def build(run_id: str, parts: list[dict[str, Any]], *, repair: bool, dry_run: bool, grace_minutes: float,
+def build(run_id: str, parts: list[dict[str, Any]], *, mode: str, grace_minutes: float,
           max_findings: int, started: datetime | None = None, failed_scopes: list[str] | None = None
           ) -> dict[str, Any]:
-    """One document from the scopes' parts (``musicrec.audit.run.run_scope`` results)."""
+    """One document from the scopes' parts (``musicrec.audit.run.run_scope`` results, all run in
+    ``mode``; the document's ``params.mode`` is the one place the mode is recorded)."""
     rows = []
     for part in parts:
         for plan in part.get("plans", []):
@@ -40,7 +42,7 @@ def build(run_id: str, parts: list[dict[str, Any]], *, repair: bool, dry_run: bo
     return {
         "run_id": run_id, "generated_at": datetime.now(UTC).isoformat(),
         "started_at": started.isoformat() if started else None,
-        "params": {"repair": repair, "dry_run": dry_run, "grace_minutes": grace_minutes,
+        "params": {"mode": check_mode(mode), "grace_minutes": grace_minutes,
                    "max_findings": max_findings},
         "findings": found, "remaining": remaining, "clean": remaining == 0 and not failed_scopes,
         "passed": remaining <= max_findings and not failed_scopes, "failed_scopes": failed_scopes or [],
@@ -78,7 +80,8 @@ def table(report: dict[str, Any]) -> str:
         verdict += f", scopes FAILED: {', '.join(report['failed_scopes'])}"
     lines.append(f"total: {report['findings']} findings, {verdict}; "
                  f"{sum(a['count'] for a in report['actions'])} repair actions"
-                 f"{' (dry run: nothing written)' if report['params']['dry_run'] else ''}")
+                 # .get: make run prints the newest report, which may predate the mode param
+                 f"{' (mode plan: nothing written)' if report['params'].get('mode') == 'plan' else ''}")
     return "\n".join(lines)
 
 
@@ -131,7 +134,7 @@ def render_html(report: dict[str, Any]) -> str:
                 examples.append(f"<tr><td>{esc(plan['name'])}</td><td>skipped</td><td>{esc(plan['skipped'])}</td></tr>")
     actions = "".join(
         f"<tr><td>{esc(a['scope'])}</td><td>{esc(a['store'])}</td><td>{esc(a['action'])}</td><td class=n>{a['count']}"
-        f"</td><td>{'yes' if a.get('dry_run') else ''}</td><td><code>{esc(', '.join(map(str, a['ids'][:20])))}"
+        f"</td><td><code>{esc(', '.join(map(str, a['ids'][:20])))}"
         f"{' …' if len(a['ids']) > 20 else ''}</code></td></tr>" for a in report["actions"])
     timings = []
     for part in report["scopes"]:
@@ -152,7 +155,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}th{{background:#f3f
 </head><body>
 <h1>Store audit <code>{esc(report['run_id'])}</code></h1>
 <p class="{cls}"><b>{status}</b> — {report['findings']} findings before repair; threshold max_findings =
-{report['params']['max_findings']}; repair={report['params']['repair']}, dry_run={report['params']['dry_run']},
+{report['params']['max_findings']}; mode={esc(report['params']['mode'])},
 grace_minutes={report['params']['grace_minutes']}; generated {esc(report['generated_at'])}.</p>
 <h2>Findings per store</h2>
 {_chart(report)}
@@ -163,8 +166,8 @@ grace_minutes={report['params']['grace_minutes']}; generated {esc(report['genera
 <table><tr><th>scope</th><th>store | kind</th><th>ids</th></tr>{''.join(examples)}</table>
 <h2>Timings (before repair)</h2>
 <table><tr><th>scope</th><th>store</th><th>ids</th><th>list s</th><th>compare s</th><th>ids/s</th></tr>{''.join(timings)}</table>
-<h2>Repair actions</h2>
-<table><tr><th>scope</th><th>store</th><th>action</th><th>count</th><th>dry run</th><th>ids</th></tr>{actions}</table>
+<h2>Repair actions{' (planned only: mode plan wrote nothing)' if report['params']['mode'] == 'plan' else ''}</h2>
+<table><tr><th>scope</th><th>store</th><th>action</th><th>count</th><th>ids</th></tr>{actions}</table>
 </body></html>
 """
 

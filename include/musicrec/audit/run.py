@@ -12,6 +12,17 @@ from musicrec.audit import core
 log = logging.getLogger(__name__)
 
 SCOPES = ("lake", "als", "lyrics")  # the order make run and the DAG audit them in
+# what a run does with its findings: ``audit`` records them; ``plan`` lists the repair and writes
+# nothing, not even the sightings; ``repair`` fixes them and audits again
+MODES = ("audit", "plan", "repair")
+DEFAULT_MODE = "audit"
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` when it is one of :data:`MODES`, else a ``ValueError`` naming them."""
+    if mode not in MODES:
+        raise ValueError(f"unknown audit mode {mode!r} (one of {MODES})")
+    return mode
 
 
 def plans(scope: str, ctx: core.AuditContext) -> list[core.ScopePlan]:
@@ -29,10 +40,11 @@ def _summarize(plan: core.ScopePlan, findings: core.FindingLog, meta: dict[str, 
     return {"counts": counts, "total": findings.total, "examples": examples, "expected": plan.expected_name, **meta}
 
 
-def run_scope(scope: str, ctx: core.AuditContext, *, repair: bool = False, dry_run: bool = False,
-              grace_minutes: float = 60.0, batch_size: int = 500) -> dict[str, Any]:
-    """Audit ``scope``; with ``repair`` fix what it found and audit again; with ``dry_run`` list the
-    repair plan and write nothing. Returns a small dict per plan, for the report."""
+def run_scope(scope: str, ctx: core.AuditContext, *, mode: str = DEFAULT_MODE, grace_minutes: float = 60.0,
+              batch_size: int = 500) -> dict[str, Any]:
+    """Audit ``scope``; in ``mode`` ``repair`` fix what it found and audit again; in ``plan`` list the
+    repair and write nothing. Returns a small dict per plan, for the report."""
+    dry_run = check_mode(mode) == "plan"
     out: dict[str, Any] = {"scope": scope, "plans": []}
     t0 = time.monotonic()
     for plan in plans(scope, ctx):
@@ -47,7 +59,7 @@ def run_scope(scope: str, ctx: core.AuditContext, *, repair: bool = False, dry_r
             part["before"] = _summarize(plan, findings, meta) | {"seconds": round(time.monotonic() - t1, 3)}
             if not dry_run:  # a dry run writes nothing but its report (first sightings included)
                 core.track(ctx.db, ctx, plan, findings)
-            if (repair or dry_run) and findings.total:
+            if mode != "audit" and findings.total:
                 t2 = time.monotonic()
                 part["actions"] = core.repair(plan, ctx, findings, grace_minutes=grace_minutes, dry_run=dry_run,
                                               batch_size=batch_size)

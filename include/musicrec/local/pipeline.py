@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from musicrec.embeddings.encoder import DEFAULT_MODEL
 from musicrec.local import envfile, keys, services
 
 # DAGs in pipeline order with the run conf make run gives them; later issues append theirs.
@@ -18,7 +19,7 @@ PIPELINE: list[tuple[str, dict[str, Any]]] = [
     ("catalog_sync", {}),
     ("als_training", {}),
     ("lyrics_enrichment", {}),
-    ("lyrics_embeddings", {"model": "minilm"}),
+    ("lyrics_embeddings", {"model": DEFAULT_MODEL}),
     ("store_audit", {}),
 ]
 

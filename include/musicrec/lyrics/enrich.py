@@ -23,8 +23,8 @@ from typing import Any
 from pymongo.database import Database
 
 from musicrec.lyrics import queue
-from musicrec.lyrics.api import LrclibApi
 from musicrec.lyrics.dump import DEFAULT_MAX_UNPACKED_BYTES, DumpProvider
+from musicrec.lyrics.lrclib import LrclibApi
 from musicrec.lyrics.match import Outcome, Song
 from musicrec.sources import Allowed, check_url
 

@@ -23,7 +23,7 @@ import numpy as np
 from pymongo.database import Database
 
 from musicrec.als.params import ALIAS, USER_VECTORS, user_vector_field, version_of
-from musicrec.catalog import listens
+from musicrec.lake import reader as listens  # the lake reader (issue 15 renamed the module)
 from musicrec.lake.storage import LakePath
 from musicrec.recommend import hybrid
 from musicrec.vectors import Capability, VectorStore, as_stores, has

@@ -68,9 +68,9 @@ def query_encoder(db: Database):
     if doc is None:
         return None
     try:
-        from musicrec.embeddings.encoder import load_encoder
+        from musicrec.embeddings.encoder import DEFAULT_MODEL, load_encoder
 
-        enc = load_encoder(doc.get("model") or "minilm", "auto", doc.get("max_length"))
+        enc = load_encoder(doc.get("model") or DEFAULT_MODEL, "auto", doc.get("max_length"))
     except Exception as exc:  # a missing model must not break search: BM25 still answers
         log.warning("query encoder %s unavailable (%s): BM25 only", doc.get("model"), exc)
         return None

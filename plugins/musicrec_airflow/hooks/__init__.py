@@ -1,5 +1,1 @@
-from musicrec_airflow.hooks.milvus import MilvusHook
-from musicrec_airflow.hooks.mongo import mongo_database
-from musicrec_airflow.hooks.qdrant import QdrantLocalHook
-
-__all__ = ["MilvusHook", "QdrantLocalHook", "mongo_database"]
+"""Hooks of the musicrec DAGs: each owns one kind of connection (import them from their modules)."""

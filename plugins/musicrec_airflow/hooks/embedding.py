@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from airflow.sdk.bases.hook import BaseHook
@@ -14,8 +13,10 @@ from musicrec.embeddings import encoder as enc
 
 class EmbeddingHook(BaseHook):
     """Connection extra (all optional; without the connection these defaults apply): ``model``
-    (``minilm``), ``device`` (``auto``), ``max_length``, ``bge_m3_path`` (the local BGE-M3 snapshot;
-    nothing is ever downloaded). Task params override the connection."""
+    (``encoder.DEFAULT_MODEL``), ``device`` (``auto``), ``max_length``, ``bge_m3_path`` (the local
+    BGE-M3 snapshot; nothing is ever downloaded; a worker's ``MUSICREC_BGE_M3_PATH`` wins). Task
+    params override the connection. The settings reach the encoder as arguments, never through
+    ``os.environ``."""
 
     conn_name_attr = "conn_id"
     default_conn_name = "embedding_default"
@@ -31,28 +32,21 @@ class EmbeddingHook(BaseHook):
             extra = self.get_connection(self.conn_id).extra_dejson
         except Exception:  # no connection: the embedded default
             extra = {}
-        return {"model": extra.get("model") or "minilm", "device": extra.get("device") or "auto",
+        return {"model": extra.get("model") or enc.DEFAULT_MODEL, "device": extra.get("device") or "auto",
                 "max_length": int(extra["max_length"]) if extra.get("max_length") else None,
                 "bge_m3_path": extra.get("bge_m3_path") or ""}
 
     def get_conn(self, model: str | None = None, device: str | None = None,
                  max_length: int | None = None) -> enc.Encoder:
         """The encoder (cached per process: one load per task, however many batches)."""
-        s = self._settings_applied()
+        s = self.settings()
         return enc.load_encoder((model or "").strip() or s["model"], (device or "").strip() or s["device"],
-                                max_length or s["max_length"])
+                                max_length or s["max_length"], s["bge_m3_path"] or None)
 
     def describe(self, model: str | None = None) -> dict[str, Any]:
         """Where the model would load from, without loading it (raises ModelNotFound with the paths)."""
-        return enc.resolve((model or "").strip() or self._settings_applied()["model"]).as_dict()
-
-    def _settings_applied(self) -> dict[str, Any]:
-        """Settings, with the connection's BGE-M3 directory handed to the encoder (unless the worker's
-        environment already names one: a GPU worker's local path wins)."""
         s = self.settings()
-        if s["bge_m3_path"] and not os.environ.get(enc.BGE_M3_ENV):
-            os.environ[enc.BGE_M3_ENV] = s["bge_m3_path"]
-        return s
+        return enc.resolve((model or "").strip() or s["model"], s["bge_m3_path"] or None).as_dict()
 
     def test_connection(self) -> tuple[bool, str]:
         try:

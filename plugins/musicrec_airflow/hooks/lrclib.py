@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.sdk.bases.hook import BaseHook
 
-from musicrec.lyrics.api import DEFAULT_BASE_URL, USER_AGENT, LrclibApi
+from musicrec.lyrics.lrclib import DEFAULT_BASE_URL, USER_AGENT, LrclibApi
 from musicrec.lyrics.match import Song
 
 

@@ -1,7 +1,1 @@
-from musicrec_airflow.operators.lake import (
-    CleanListensOperator,
-    DownloadDatasetOperator,
-    PartitionListensOperator,
-)
-
-__all__ = ["CleanListensOperator", "DownloadDatasetOperator", "PartitionListensOperator"]
+"""Thin operators of the musicrec DAGs, one module per step family (import them from their modules)."""

@@ -13,12 +13,12 @@ from musicrec.als import matrix, model, publish
 from musicrec.als.params import AlsParams
 from musicrec.vectors import milvus as mv
 from musicrec_airflow.anchor import run_anchor
-from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.hooks.qdrant import QdrantLocalHook
 from musicrec_airflow.hooks.stores import mirror_stores, serving_store, vector_stores
 from musicrec_airflow.lake import lake_root
+from musicrec_airflow.params import truthy
 
 
 def params_from_context(params: dict[str, Any]) -> AlsParams:

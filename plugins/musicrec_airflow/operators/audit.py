@@ -10,14 +10,14 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from musicrec.audit import report
 from musicrec.audit.core import AuditContext
 from musicrec.audit.lake import run_path
-from musicrec.audit.run import SCOPES, remaining, run_scope
+from musicrec.audit.run import DEFAULT_MODE, SCOPES, check_mode, remaining, run_scope
 from musicrec.lake import storage
-from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.hooks.qdrant import QdrantLocalHook
 from musicrec_airflow.hooks.stores import vector_stores
 from musicrec_airflow.lake import lake_root
+from musicrec_airflow.params import truthy
 
 VECTOR_SCOPES = {"als", "lyrics"}
 
@@ -32,9 +32,17 @@ def selected_scopes(params: dict[str, Any]) -> list[str]:
     return list(value)
 
 
+def audit_mode(params: dict[str, Any]) -> str:
+    """The run's ``mode`` param (``audit`` | ``plan`` | ``repair``), the one place the operators read it."""
+    try:
+        return check_mode(params.get("mode") or DEFAULT_MODE)
+    except ValueError as e:  # the DAG's enum Param refuses it first; this covers a DAG without one
+        raise AirflowFailException(str(e)) from None
+
+
 class StoreAuditOperator(BaseOperator):
-    """Audit one scope against its sources of truth; with ``repair`` fix the findings and audit again
-    (``dry_run``: list the plan, write nothing). The scope's part of the report goes to
+    """Audit one scope against its sources of truth; in mode ``repair`` fix the findings and audit
+    again (``plan``: list the repair, write nothing). The scope's part of the report goes to
     ``audit/<run_id>/parts/<scope>.json``; XCom carries its path and counts only."""
 
     def __init__(self, *, scope: str, mongo_conn_id: str = "mongo_default",
@@ -59,8 +67,8 @@ class StoreAuditOperator(BaseOperator):
                            stores=vector_stores(conn_ids) if vectors else [],
                            run_id=context["run_id"], lake_checksums=truthy(p.get("lake_checksums", True)),
                            examples=int(p.get("examples", 20)))
-        part = run_scope(self.scope, ctx, repair=truthy(p.get("repair")), dry_run=truthy(p.get("dry_run")),
-                         grace_minutes=float(p.get("grace_minutes", 60)), batch_size=int(p.get("batch_size", 500)))
+        part = run_scope(self.scope, ctx, mode=audit_mode(p), grace_minutes=float(p.get("grace_minutes", 60)),
+                         batch_size=int(p.get("batch_size", 500)))
         rel = f"{run_path(context['run_id'])}/parts/{self.scope}.json"
         storage.write_json_atomic(root / rel, part)
         for plan in part["plans"]:
@@ -87,7 +95,7 @@ class AuditReportOperator(BaseOperator):
                 parts.append(storage.read_json(root / meta["part"]))
             else:  # selected but no result: the scope's task failed
                 failed.append(scope)
-        doc = report.build(context["run_id"], parts, repair=truthy(p.get("repair")), dry_run=truthy(p.get("dry_run")),
+        doc = report.build(context["run_id"], parts, mode=audit_mode(p),
                            grace_minutes=float(p.get("grace_minutes", 60)), max_findings=int(p.get("max_findings", 0)),
                            failed_scopes=failed)
         paths = report.write(root, doc)

@@ -9,9 +9,9 @@ from airflow.sdk import BaseOperator
 
 from musicrec.catalog import sync
 from musicrec_airflow.anchor import run_anchor
-from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.lake import lake_root
+from musicrec_airflow.params import truthy
 
 
 class CatalogSyncOperator(BaseOperator):

@@ -14,11 +14,11 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from musicrec.catalog.listens import local_file
+from musicrec.lake.reader import local_file
 from musicrec.vectors import milvus as mv
-from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.lake import lake_root
+from musicrec_airflow.params import truthy
 
 
 class MilvusUpsertOperator(BaseOperator):

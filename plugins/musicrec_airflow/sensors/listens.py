@@ -20,8 +20,8 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from musicrec.als import ready
 from musicrec_airflow.anchor import TIME_SCHEDULED
-from musicrec_airflow.defaults import truthy
 from musicrec_airflow.hooks.mongo import mongo_database
+from musicrec_airflow.params import truthy
 
 DEFAULT_TIMEOUT_HOURS = 6.0
 

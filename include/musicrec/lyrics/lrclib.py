@@ -1,4 +1,4 @@
-"""The API provider: LRCLIB's HTTP API with httpx + asyncio, a global rate limit, bounded concurrency.
+"""The LRCLIB client (the API provider): LRCLIB's HTTP API with httpx + asyncio, a global rate limit, bounded concurrency.
 
 * ``GET /get`` when album and duration are known (LRCLIB matches duration within ±2 s); a 404 there
   falls back to ``GET /search?track_name=&artist_name=`` (≤ 20 results), scored like the dump.
