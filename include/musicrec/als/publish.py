@@ -37,7 +37,7 @@ from pymongo.database import Database
 
 from musicrec.als.model import MODELS
 from musicrec.als.params import ALIAS, USER_VECTORS, collection_name, user_vector_field, version_of
-from musicrec.lake import reader as listens  # the lake reader (issue 15 renamed the module)
+from musicrec.lake import reader
 from musicrec.lake.storage import LakePath
 from musicrec.vectors import Capability, as_store, as_stores, has
 from musicrec.vectors import milvus as mv
@@ -61,7 +61,7 @@ def active_model(db: Database, kind: str = "als") -> dict[str, Any] | None:
     docs = list(db[MODELS].find({"kind": kind, "status": "active"}))
     if len(docs) > 1:
         log.warning("%d active %s models: %s", len(docs), kind, [d["_id"] for d in docs])
-    return max(docs, key=lambda d: (listens.utc(d["window"]["end"]), d["_id"])) if docs else None
+    return max(docs, key=lambda d: (reader.utc(d["window"]["end"]), d["_id"])) if docs else None
 
 
 def gate(db: Database, version: str, *, min_lift: float = 1.1, tolerance: float = 0.02, force: bool = False
@@ -80,15 +80,15 @@ def gate(db: Database, version: str, *, min_lift: float = 1.1, tolerance: float 
     decision: dict[str, Any] = {
         "version": version, "status": doc.get("status"), "ndcg_at_10": als, "popularity_ndcg_at_10": pop,
         "min_lift": min_lift, "tolerance": tolerance, "force": force, "active": active["_id"] if active else None,
-        "window_end": listens.utc(doc["window"]["end"]).isoformat()}
+        "window_end": reader.utc(doc["window"]["end"]).isoformat()}
     if active is not None:
         decision["active_ndcg_at_10"] = float(active["metrics"]["als"]["ndcg_at_10"])
-        decision["active_window_end"] = listens.utc(active["window"]["end"]).isoformat()
+        decision["active_window_end"] = reader.utc(active["window"]["end"]).isoformat()
     if als < min_lift * pop:
         raise GateRefused(f"ALS ndcg@10 {als:.4f} < min_lift {min_lift} x popularity {pop:.4f}: the active model "
                           "stays", decision)
     if active is not None:
-        a_end, c_end = listens.utc(active["window"]["end"]), listens.utc(doc["window"]["end"])
+        a_end, c_end = reader.utc(active["window"]["end"]), reader.utc(doc["window"]["end"])
         if a_end > c_end and not force:
             raise GateRefused(f"the active model {active['_id']} covers a later window (ends {a_end:%Y-%m-%d} > "
                               f"{c_end:%Y-%m-%d}); pass force=true to replace it anyway", decision)
@@ -146,7 +146,7 @@ def publish_vectors(store, root: LakePath, version: str, item_rel: str, *, index
     store = as_store(store)
     where = placement(store, version, index)
     name = where["collection"]
-    path = listens.local_file(root, item_rel)
+    path = reader.local_file(root, item_rel)
     if where["live"]:
         store.ready(name)
         rows = sum(len(ids) for ids, _ in read_vectors(path, "track_id", "vector", 5000))
@@ -171,7 +171,7 @@ def publish_index(store, root: LakePath, name: str, item_rel: str, *, index: mv.
         if current is None or not store.same_index(current, spec):
             raise VectorStoreError(f"{name} is the alias target: its index is never rebuilt in place "
                                    "(placement() builds a side collection)")
-    path = listens.local_file(root, item_rel)
+    path = reader.local_file(root, item_rel)
     desc = store.build_index(name, spec)
     recall = store.verify_search(name, path)
     return {"collection": name, "index": {k: desc.get(k) for k in ("index_type", "metric_type")}, "recall": recall}
@@ -197,7 +197,7 @@ def publish_mirror(store, root: LakePath, version: str, item_rel: str, name: str
     where the store has them: a re-run of a live version writes nothing); the payload carries the version
     where the store keeps one."""
     name = name or collection_name(version)
-    counts = as_store(store).upsert_parquet(name, listens.local_file(root, item_rel),
+    counts = as_store(store).upsert_parquet(name, reader.local_file(root, item_rel),
                                             payload={"model_version": version})
     return counts | {"collection": name}
 
@@ -212,7 +212,7 @@ def publish_users(db: Database, root: LakePath, version: str, user_rel: str, *, 
     now = datetime.now(UTC)
     written = 0
     total = 0
-    for ids, vecs in read_vectors(listens.local_file(root, user_rel), "user_id", "vector", IN_CHUNK):
+    for ids, vecs in read_vectors(reader.local_file(root, user_rel), "user_id", "vector", IN_CHUNK):
         if not np.isfinite(vecs).all():
             raise VectorStoreError(f"{user_rel} holds NaN/inf vectors")
         written += write_user_vectors(db, version, ids, vecs, batch_size=batch_size, now=now)

@@ -23,7 +23,7 @@ import numpy as np
 from pymongo.database import Database
 
 from musicrec.als.params import ALIAS, USER_VECTORS, user_vector_field, version_of
-from musicrec.lake import reader as listens  # the lake reader (issue 15 renamed the module)
+from musicrec.lake import reader
 from musicrec.lake.storage import LakePath
 from musicrec.recommend import hybrid
 from musicrec.vectors import Capability, VectorStore, as_stores, has
@@ -79,7 +79,7 @@ def played_tracks(root: LakePath, db: Database, user_id: str, version: str) -> s
     doc = db["models"].find_one({"_id": version}, {"window": 1})
     if doc is None:
         return set()
-    con, _ = listens.open_span(root, db, listens.utc(doc["window"]["start"]), listens.utc(doc["window"]["end"]))
+    con, _ = reader.open_span(root, db, reader.utc(doc["window"]["start"]), reader.utc(doc["window"]["end"]))
     try:
         return {r[0] for r in con.execute("SELECT DISTINCT track_id FROM events WHERE user_id = ?",
                                           [user_id]).fetchall()}
