@@ -6,6 +6,7 @@ answer shapes, and the events replay no-op."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import zlib
@@ -355,3 +356,66 @@ def test_a_key_never_reaches_the_log(world, caplog):
         world["http"].get("/v1/users/nobody/recommendations", headers={"Authorization": f"Bearer {key}x"})
     # (at DEBUG pymongo logs the filter with the key's sha256: not a key, and not reversible)
     assert caplog.text and key not in caplog.text and key[4:] not in caplog.text
+
+
+def test_keys_cli_create_list_revoke(mongo_db, mongo_uri, monkeypatch, capsys):
+    from musicrec.serve.__main__ import main
+
+    monkeypatch.setenv("MUSICREC_SERVE_MONGO_URI", mongo_uri)
+    monkeypatch.setenv("MUSICREC_SERVE_MONGO_DB", mongo_db.name)
+    assert main(["keys", "create", "--name", "web", "--scopes", "read,events"]) == 0
+    out = capsys.readouterr()
+    key = out.out.strip()
+    assert key.startswith("mrk_") and len(key) > 40 and key not in out.err
+    assert keys.lookup(mongo_db, key)["scopes"] == ["events", "read"]
+    assert main(["keys", "create", "--name", "web"]) == 2  # an active key has that name
+    assert main(["keys", "create", "--name", "x", "--scopes", "admin"]) == 2
+    capsys.readouterr()
+    assert main(["keys", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in listed] == ["web"] and "sha256" not in listed[0]
+    assert key not in json.dumps(listed)
+    assert main(["keys", "revoke", "web"]) == 0 and keys.lookup(mongo_db, key) is None
+    assert main(["keys", "revoke", "web"]) == 2
+    assert main(["keys", "list"]) == 0 and "web" in capsys.readouterr().out
+
+
+def test_python_m_musicrec_serve_answers_over_http(world, mongo_uri, milvus_uri):
+    """The real entry point: uvicorn with the app factory, settings from the workers' variables."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = dict(os.environ) | {"AIRFLOW_CONN_MONGO_DEFAULT": mongo_uri.replace("mongodb://", "mongo://") + "t_serve",
+                              "AIRFLOW_CONN_MILVUS_DEFAULT": json.dumps({"conn_type": "milvus",
+                                                                         "extra": {"uri": milvus_uri}}),
+                              "AIRFLOW_VAR_MUSICREC_LAKE_ROOT": world["root"].as_uri()}
+    proc = subprocess.Popen([sys.executable, "-m", "musicrec.serve", "--port", str(port), "--workers", "2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.3)
+        assert httpx.get(base + "/readyz").json()["checks"]["model"] == world["version"]
+        r = httpx.get(f"{base}/v1/users/{world['warm']}/recommendations?k=3", headers=world["read"])
+        assert r.status_code == 200 and r.json()["model_version"] == world["version"] and len(r.json()["items"]) == 3
+        assert httpx.get(f"{base}/v1/users/{world['warm']}/recommendations").status_code == 401
+        assert "text/html" in httpx.get(base + "/").headers["content-type"]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    key = world["read"]["Authorization"].split()[1]
+    assert "GET /v1/users/" in out and key not in out  # uvicorn's access log: paths, never the key
