@@ -244,6 +244,8 @@ def test_search_modes(world):
         body = http.get(f"/v1/search?q=rain&k=3&mode={mode}", headers=world["read"]).json()
         assert_list(body, store.model_doc_id("fake"), None)
         assert 1 <= len(body["items"]) <= 3 and {i["track_id"] for i in body["items"]} <= lyric_ids, (mode, body)
+        scores = [i["score"] for i in body["items"]]
+        assert scores == sorted(scores, reverse=True) and min(scores) >= 0, (mode, scores)  # higher is better
     # a title word finds that song first by BM25
     title = world["songs"][3]["title"]
     body = http.get("/v1/search", params={"q": title, "mode": "bm25", "k": 3}, headers=world["read"]).json()

@@ -229,7 +229,10 @@ class Recommender:
         doc = store.active_model(self.db)
         version = doc["_id"] if doc else collection
         if mode == "bm25":
-            return Answer(version, self._leg(collection, store.BM25_FIELD, text, {"metric_type": "BM25"}, k))
+            # BM25 scores are >= 0 and higher is better; Milvus Lite reports them negated (its ranking is
+            # right), so the magnitude is the score on both
+            items = self._leg(collection, store.BM25_FIELD, text, {"metric_type": "BM25"}, k)
+            return Answer(version, [i | {"score": abs(i["score"])} for i in items])
         encoder = self.services.encoder(doc.get("model_id") if doc else None)
         if mode == "hybrid":
             res = hybrid.search(text, k, milvus=self.milvus, encoder=encoder)
