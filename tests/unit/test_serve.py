@@ -15,11 +15,11 @@ from musicrec.serve.deps import Settings, milvus_from_conn, mongo_from_conn
 
 
 def test_settings_from_the_embedded_default(tmp_path):
-    from musicrec.local import envfile
+    from musicrec.local import envfile, services
 
     s = Settings.from_env(envfile.embedded_env(tmp_path))
-    assert s.mongo_uri == "mongodb://127.0.0.1:27117/" and s.mongo_db == "musicrec"
-    assert s.milvus_uri == "http://127.0.0.1:19530" and s.milvus_token == ""
+    assert s.mongo_uri == f"mongodb://127.0.0.1:{services.mongo_port()}/" and s.mongo_db == "musicrec"
+    assert s.milvus_uri == f"http://127.0.0.1:{services.milvus_port()}" and s.milvus_token == ""
     assert s.lake_root == (tmp_path / "data" / "lake").as_uri()
     assert s.cors_origins == ()
 
@@ -33,6 +33,15 @@ def test_settings_overrides_and_cors():
     assert s.cors_origins == ("https://a.example", "https://b.example") and s.exclude_played is False
     empty = Settings.from_env({})
     assert empty.mongo_db == "musicrec" and empty.lake_root is None
+
+
+def test_lake_root_only_local(tmp_path):
+    from musicrec.serve.deps import Services
+
+    assert Services(Settings(lake_root=tmp_path.as_uri())).lake_root.exists()
+    assert Services(Settings(lake_root=str(tmp_path))).lake_root is not None
+    assert Services(Settings(lake_root="s3://aws_default@datalake")).lake_root is None
+    assert Services(Settings()).lake_root is None
 
 
 @pytest.mark.parametrize(("conn", "uri", "db"), [

@@ -135,6 +135,7 @@ class Services:
     _mongo: Any = None
     _milvus: Any = None
     _root: Any = None
+    _warned_root: bool = False
     _encoders: dict[str, _Timed] = field(default_factory=dict, repr=False)
 
     @property
@@ -168,11 +169,19 @@ class Services:
 
     @property
     def lake_root(self):
-        """The lake root as a path object, or None when not configured."""
+        """The lake root as a path object; None when not configured or not local. An object-store
+        root (``s3://<conn_id>@bucket``) needs the connection's credentials, which only the store
+        factory will resolve here: until then the API does not read played tracks from it."""
         if self._root is None and self.settings.lake_root:
             from upath import UPath
 
-            self._root = UPath(self.settings.lake_root)
+            root = UPath(self.settings.lake_root)
+            if root.protocol not in ("", "file", "local"):
+                if not self._warned_root:
+                    log.warning("lake root %s is not local: played tracks are not excluded", root.protocol)
+                    self._warned_root = True
+                return None
+            self._root = root
         return self._root
 
     def encoder(self, model_id: str | None):

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from musicrec.recommend import hybrid
 from musicrec.serve.deps import Services
 from musicrec.vectors import milvus as mv
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 POPULAR_POOL = 500  # how many of the most played songs the popularity list keeps in memory
 SEARCH_MODES = ("hybrid", "dense", "sparse", "bm25")
@@ -111,7 +113,12 @@ class Recommender:
             if hit is not None:
                 self._played.move_to_end(key)
                 return hit
-        value = frozenset(recommend.played_tracks(root, self.db, user_id, version))
+        try:
+            value = frozenset(recommend.played_tracks(root, self.db, user_id, version))
+        except (OSError, ValueError, RuntimeError) as exc:  # a lake problem: answer, but say so in the log
+            log.warning("played tracks of %s in %s unavailable (%s: %s): not excluded", user_id, version,
+                        type(exc).__name__, exc)
+            return frozenset()
         with self._lock:
             self._played[key] = value
             while len(self._played) > self.services.settings.played_cache_users:
