@@ -108,3 +108,22 @@ def test_serve_package_imports_no_airflow():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_stores_down_answer_503_and_healthz_still_answers():
+    from fastapi.testclient import TestClient
+
+    from musicrec.serve.app import create_app
+    from tests.conftest import free_port
+
+    settings = Settings(mongo_uri=f"mongodb://127.0.0.1:{free_port()}/", milvus_uri=f"http://127.0.0.1:{free_port()}",
+                        store_timeout_s=0.3)
+    app = create_app(settings)
+    with TestClient(app) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        r = http.get("/v1/users/u/recommendations", headers={"Authorization": "Bearer mrk_x"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", r.text
+        ready = http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
+        assert ready.json()["checks"]["mongo"].startswith("error") and ready.json()["checks"]["milvus"].startswith("error")
+        assert 'route="/v1/users/{user_id}/recommendations",status="503"' in http.get("/metrics").text

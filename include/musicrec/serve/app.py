@@ -195,11 +195,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
         return error(422, "invalid_request", "; ".join(parts) or "invalid request")
 
+    async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("store unavailable: %s: %s", type(exc).__name__, exc)
+        return error(503, "unavailable", "a backing store is unavailable; try again")
+
+    # registered by class (not under Exception), so they are answered inside the app and the metrics
+    # middleware sees the 503 it sent
+    for exc_class in _store_errors():
+        app.add_exception_handler(exc_class, _unavailable)
+
     @app.exception_handler(Exception)
     async def _internal(_request: Request, exc: Exception) -> JSONResponse:
-        if _is_store_error(exc):
-            log.warning("store unavailable: %s: %s", type(exc).__name__, exc)
-            return error(503, "unavailable", "a backing store is unavailable; try again")
         log.exception("unhandled error")
         return error(500, "internal", "internal error")
 
@@ -348,20 +354,9 @@ def _store_events(services: Services, docs: list[dict[str, Any]]) -> None:
     events.store(services.db, docs)
 
 
-def _is_store_error(exc: Exception) -> bool:
-    """Errors that mean a store is down or unreachable (→ 503, not 500)."""
-    try:
-        from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
+def _store_errors() -> list[type[Exception]]:
+    """Exceptions that mean a store is down or unreachable (→ 503, not 500)."""
+    from pymilvus.exceptions import MilvusException
+    from pymongo.errors import ConnectionFailure
 
-        if isinstance(exc, (AutoReconnect, ServerSelectionTimeoutError)):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from pymilvus.exceptions import MilvusException
-
-        if isinstance(exc, MilvusException):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return isinstance(exc, (ConnectionError, TimeoutError))
+    return [ConnectionFailure, MilvusException, ConnectionError, TimeoutError]
