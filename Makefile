@@ -10,12 +10,13 @@ STAMP := $(VENV)/.installed
 # pip's find-links/extra-index warnings on these machines are noise, not errors.
 QUIET_PIP := sed -u '/is ignored: it is neither a file nor a directory/d'
 
-.PHONY: help install run test services stop status airflow bench lint lock clean
+.PHONY: help install run test services stop status airflow serve bench lint lock clean
 
 help:
 	@echo "make run       install, start the embedded engines, generate the sample, run the pipeline, print a summary"
 	@echo "make test      install, then run the test suite (what CI runs)"
 	@echo "make airflow   the Airflow UI (standalone) on http://127.0.0.1:8080 over the same data"
+	@echo "make serve     the serving API and web page on http://127.0.0.1:8000 (foreground; Ctrl-C stops it)"
 	@echo "make services  start SecantusDB (127.0.0.1:27117) and milvus-lite (127.0.0.1:19530)"
 	@echo "make stop      stop everything the project started (by pid file)"
 	@echo "make bench     run the benchmarks under bench/"
@@ -51,6 +52,16 @@ stop:
 
 airflow: install
 	$(BIN)/python -m musicrec.local airflow
+
+# The serving API (issue 16) over the embedded default: the engines are started if needed, then uvicorn
+# runs in the foreground with the embedded default's settings (data/musicrec.env, as the workers get them).
+SERVE_PORT ?= 8000
+SERVE_WORKERS ?= 1
+serve: install
+	$(BIN)/python -m musicrec.local services
+	@echo "serving on http://127.0.0.1:$(SERVE_PORT) (page /, OpenAPI /docs); a key: $(BIN)/python -m musicrec.serve keys create --name me --scopes read,events"
+	set -a && . data/musicrec.env && set +a && exec $(BIN)/python -m musicrec.serve --host 127.0.0.1 \
+	  --port $(SERVE_PORT) --workers $(SERVE_WORKERS)
 
 bench: install
 	$(BIN)/python bench/lake_import.py

@@ -1,0 +1,210 @@
+"""Settings of the serving API and the one place its store clients are made. No Airflow imports.
+
+The API reads the same connection settings as the Airflow workers, without importing Airflow: the
+``AIRFLOW_CONN_MONGO_DEFAULT`` / ``AIRFLOW_CONN_MILVUS_DEFAULT`` environment variables (URI or JSON
+form) and ``AIRFLOW_VAR_MUSICREC_LAKE_ROOT``; ``MUSICREC_SERVE_*`` variables override each one. So
+``make serve`` (which sources ``data/musicrec.env``) and a production replica (which gets the
+workers' environment) need no extra configuration.
+
+Clients are made lazily (the first request that needs one), so ``/healthz`` answers while a store is
+down and ``/readyz`` can say which one is. ``Services`` is the seam the store factory of the
+restructuring issue will replace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "musicrec"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Plain settings: store locations and the API's own knobs."""
+
+    mongo_uri: str = "mongodb://127.0.0.1:27117/"
+    mongo_db: str = DEFAULT_DB
+    milvus_uri: str = "http://127.0.0.1:19530"
+    milvus_token: str = ""
+    lake_root: str | None = None  # file:// or a local path; None: played tracks are not excluded
+    cors_origins: tuple[str, ...] = ()  # closed by default
+    key_cache_s: float = 10.0  # how long a key lookup is trusted (a revoke takes effect within it)
+    popularity_cache_s: float = 60.0
+    played_cache_users: int = 4096  # LRU of (model version, user) -> played tracks
+    exclude_played: bool = True
+    max_events: int = 1000  # per POST /v1/events
+    store_timeout_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        mongo_uri, mongo_db = mongo_from_conn(env.get("AIRFLOW_CONN_MONGO_DEFAULT"))
+        milvus_uri, milvus_token = milvus_from_conn(env.get("AIRFLOW_CONN_MILVUS_DEFAULT"))
+        origins = env.get("MUSICREC_SERVE_CORS_ORIGINS", "")
+        return cls(
+            mongo_uri=env.get("MUSICREC_SERVE_MONGO_URI") or mongo_uri or cls.mongo_uri,
+            mongo_db=env.get("MUSICREC_SERVE_MONGO_DB") or mongo_db or DEFAULT_DB,
+            milvus_uri=env.get("MUSICREC_SERVE_MILVUS_URI") or milvus_uri or cls.milvus_uri,
+            milvus_token=env.get("MUSICREC_SERVE_MILVUS_TOKEN") or milvus_token or "",
+            lake_root=env.get("MUSICREC_SERVE_LAKE_ROOT") or env.get("AIRFLOW_VAR_MUSICREC_LAKE_ROOT") or None,
+            cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+            key_cache_s=float(env.get("MUSICREC_SERVE_KEY_CACHE_S", cls.key_cache_s)),
+            exclude_played=env.get("MUSICREC_SERVE_EXCLUDE_PLAYED", "1").lower() not in ("0", "false", "no"),
+            max_events=int(env.get("MUSICREC_SERVE_MAX_EVENTS", cls.max_events)),
+        )
+
+
+# ----------------------------------------------------------------------------- Airflow connection strings
+
+def _conn_fields(value: str) -> dict[str, Any]:
+    """An ``AIRFLOW_CONN_*`` value (JSON or URI form) as Airflow's Connection fields."""
+    value = value.strip()
+    if value.startswith("{"):
+        doc = json.loads(value)
+        extra = doc.get("extra") or {}
+        return {"conn_type": doc.get("conn_type"), "host": doc.get("host"), "port": doc.get("port"),
+                "login": doc.get("login"), "password": doc.get("password"), "schema": doc.get("schema"),
+                "extra": json.loads(extra) if isinstance(extra, str) else extra}
+    parts = urlsplit(value)
+    query = dict(parse_qsl(parts.query))
+    extra = json.loads(query.pop("__extra__")) if "__extra__" in query else query
+    return {"conn_type": parts.scheme.replace("-", "_"), "host": unquote(parts.hostname or "") or None,
+            "port": parts.port, "login": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None,
+            "schema": unquote(parts.path.lstrip("/")) or None, "extra": extra}
+
+
+def mongo_from_conn(value: str | None) -> tuple[str | None, str | None]:
+    """(mongodb:// URI, database) from ``mongo_default`` the way the Mongo provider builds them."""
+    if not value:
+        return None, None
+    c = _conn_fields(value)
+    extra = {k: v for k, v in (c["extra"] or {}).items() if k != "srv"}
+    scheme = "mongodb+srv" if str((c["extra"] or {}).get("srv", "")).lower() == "true" else "mongodb"
+    auth = ""
+    if c["login"]:
+        from urllib.parse import quote_plus
+
+        auth = quote_plus(c["login"]) + (":" + quote_plus(c["password"]) if c["password"] else "") + "@"
+    host = (c["host"] or "127.0.0.1") + (f":{c['port']}" if c["port"] else "")
+    query = ("?" + urlencode({k: str(v).lower() if isinstance(v, bool) else v for k, v in extra.items()})
+             if extra else "")
+    return f"{scheme}://{auth}{host}/{query}", c["schema"]
+
+
+def milvus_from_conn(value: str | None) -> tuple[str | None, str | None]:
+    """(uri, token) from ``milvus_default``: extra ``uri``/``token`` first, else host/port/password."""
+    if not value:
+        return None, None
+    c = _conn_fields(value)
+    extra = c["extra"] or {}
+    uri = extra.get("uri")
+    if not uri and c["host"]:
+        host = c["host"] if "://" in c["host"] else f"http://{c['host']}"
+        uri = host + (f":{c['port']}" if c["port"] else "")
+    token = extra.get("token") or (f"{c['login']}:{c['password']}" if c["login"] else c["password"])
+    return uri, token or None
+
+
+# ----------------------------------------------------------------------------- clients
+
+@dataclass
+class _Timed:
+    value: Any
+    at: float
+
+
+@dataclass
+class Services:
+    """The API's store clients, made lazily and shared by all requests of a process (both pymongo's
+    and pymilvus' clients are thread-safe; sync routes run on the thread pool)."""
+
+    settings: Settings
+    encoder_factory: Callable[[Any], Any] | None = None  # db -> query encoder | None (tests inject one)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _mongo: Any = None
+    _milvus: Any = None
+    _root: Any = None
+    _warned_root: bool = False
+    _encoders: dict[str, _Timed] = field(default_factory=dict, repr=False)
+
+    @property
+    def mongo(self):
+        if self._mongo is None:
+            with self._lock:
+                if self._mongo is None:
+                    from pymongo import MongoClient
+
+                    ms = int(self.settings.store_timeout_s * 1000)
+                    self._mongo = MongoClient(self.settings.mongo_uri, serverSelectionTimeoutMS=ms,
+                                              connectTimeoutMS=ms)
+        return self._mongo
+
+    @property
+    def db(self):
+        return self.mongo[self.settings.mongo_db]
+
+    @property
+    def milvus(self):
+        if self._milvus is None:
+            with self._lock:
+                if self._milvus is None:
+                    from musicrec.vectors import milvus as mv
+
+                    kwargs: dict[str, Any] = {"timeout": self.settings.store_timeout_s}
+                    if self.settings.milvus_token:
+                        kwargs["token"] = self.settings.milvus_token
+                    self._milvus = mv.connect(self.settings.milvus_uri, **kwargs)
+        return self._milvus
+
+    @property
+    def lake_root(self):
+        """The lake root as a path object; None when not configured or not local. An object-store
+        root (``s3://<conn_id>@bucket``) needs the connection's credentials, which only the store
+        factory will resolve here: until then the API does not read played tracks from it."""
+        if self._root is None and self.settings.lake_root:
+            from upath import UPath
+
+            root = UPath(self.settings.lake_root)
+            if root.protocol not in ("", "file", "local"):
+                if not self._warned_root:
+                    log.warning("lake root %s is not local: played tracks are not excluded", root.protocol)
+                    self._warned_root = True
+                return None
+            self._root = root
+        return self._root
+
+    def encoder(self, model_id: str | None):
+        """The query encoder of the active lyrics model, or None (search is then BM25 only). A failed
+        load is remembered for a minute, so a missing model does not cost every request a retry."""
+        key = model_id or ""
+        hit = self._encoders.get(key)
+        if hit is not None and (hit.value is not None or time.monotonic() - hit.at < 60):
+            return hit.value
+        if self.encoder_factory is not None:
+            enc = self.encoder_factory(self.db)
+        else:
+            from musicrec.recommend import hybrid
+
+            enc = hybrid.query_encoder(self.db)
+        self._encoders[key] = _Timed(enc, time.monotonic())
+        return enc
+
+    def close(self) -> None:
+        if self._mongo is not None:
+            self._mongo.close()
+        if self._milvus is not None:
+            try:
+                self._milvus.close()
+            except Exception:  # closing a dead channel must not fail shutdown
+                log.debug("milvus close failed", exc_info=True)
