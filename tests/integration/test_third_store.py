@@ -102,7 +102,7 @@ def test_a_registered_third_store_is_published_and_audited(mongo_uri, mongo_db, 
         vec, payload = memory._rows(name)["t0003"]
         memory._rows(name)["t0003"] = ([v + 1.0 for v in vec], payload)
         ctx = core.AuditContext(db=db, root=root, stores=vector_stores, run_id="fix", examples=1000)
-        part = run_scope("als", ctx, repair=True, grace_minutes=0)
+        part = run_scope("als", ctx, mode="repair", grace_minutes=0)
         items = next(p for p in part["plans"] if p["name"] == "als_items")
         assert items["before"]["counts"] == {f"memory:{name}": {"missing": 2, "orphan": 1, "stale": 1}}
         assert items["after"]["total"] == 0
@@ -113,7 +113,7 @@ def test_a_registered_third_store_is_published_and_audited(mongo_uri, mongo_db, 
         # a lost collection is a structural finding the repair rebuilds through the mirror step
         memory.drop_collection(name)
         part = run_scope("als", core.AuditContext(db=db, root=root, stores=vector_stores, run_id="lost"),
-                         repair=True, grace_minutes=0)
+                         mode="repair", grace_minutes=0)
         items = next(p for p in part["plans"] if p["name"] == "als_items")
         assert items["before"]["counts"][f"memory:{name}"] == {"missing": 1} and items["after"]["total"] == 0
         assert memory.count(name) == 120
