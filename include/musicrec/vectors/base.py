@@ -116,3 +116,33 @@ def read_vectors(path: str | Path, id_col: str, vector_col: str = "vector", batc
 def parquet_dim(path: str | Path, vector_col: str = "vector") -> int:
     field_ = pq.read_schema(path).field(vector_col)
     return int(field_.type.list_size)
+
+
+class ClientStore:
+    """Plumbing shared by the stores that wrap one client plus a module of functions taking that client
+    first (``versions(client, alias)``, ``swap_alias(client, alias, name)``, ...): the version, alias and
+    record calls are the same delegation on every such store, so they live here once. A subclass sets
+    ``module`` to its own module and implements the rest of :class:`VectorStore`."""
+
+    module: Any  # the store's module: versions, drop_versions, alias_target, swap_alias, upsert_records
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.client!r})"
+
+    def versions(self, alias: str) -> list[str]:
+        return self.module.versions(self.client, alias)
+
+    def drop_versions(self, alias: str, keep: Iterable[str]) -> list[str]:
+        return self.module.drop_versions(self.client, alias, keep)
+
+    def alias_target(self, alias: str) -> str | None:
+        return self.module.alias_target(self.client, alias)
+
+    def swap_alias(self, alias: str, name: str) -> str | None:
+        return self.module.swap_alias(self.client, alias, name)
+
+    def upsert_records(self, name: str, table: Any) -> int:
+        return self.module.upsert_records(self.client, name, table)

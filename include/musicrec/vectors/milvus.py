@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ from pymilvus import DataType, Function, FunctionType, MilvusClient
 
 from musicrec.vectors import records as rec
 from musicrec.vectors import stale_versions, versioned
-from musicrec.vectors.base import (  # noqa: F401 - re-exported: callers used to import them from here
+from musicrec.vectors.base import (
     Capability,
+    ClientStore,  # noqa: F401 - re-exported: callers used to import them from here
     DimensionMismatch,
     Record,
     VectorStoreError,
@@ -404,19 +406,14 @@ def dense_field(client: MilvusClient, name: str) -> str:
 
 # ----------------------------------------------------------------------------- the store
 
-class MilvusStore:
+class MilvusStore(ClientStore):
     """:class:`musicrec.vectors.base.VectorStore` over a ``MilvusClient``: every capability (explicit
     indexes, sparse vectors, BM25). Its collections have a fixed schema, so the ALS version lives in the
     collection name, not in a payload."""
 
     kind = "milvus"
     capabilities = Capability.INDEX | Capability.SPARSE | Capability.BM25
-
-    def __init__(self, client: MilvusClient) -> None:
-        self.client = client
-
-    def __repr__(self) -> str:
-        return f"MilvusStore({self.client!r})"
+    module = sys.modules[__name__]  # the functions ClientStore delegates to
 
     # ---- collections
     def has_collection(self, name: str) -> bool:
@@ -440,27 +437,11 @@ class MilvusStore:
     def drop_collection(self, name: str) -> None:
         self.client.drop_collection(name)
 
-    def versions(self, alias: str) -> list[str]:
-        return versions(self.client, alias)
-
-    def drop_versions(self, alias: str, keep: Iterable[str]) -> list[str]:
-        return drop_versions(self.client, alias, keep)
-
-    # ---- aliases
-    def alias_target(self, alias: str) -> str | None:
-        return alias_target(self.client, alias)
-
-    def swap_alias(self, alias: str, name: str) -> str | None:
-        return swap_alias(self.client, alias, name)
-
-    # ---- data
+    # ---- data (versions, aliases and upsert_records: ClientStore)
     def upsert_parquet(self, name: str, path: str | Path, *, payload: dict[str, Any] | None = None,
                        delete_missing: bool = True) -> dict[str, int]:
         # no payload: the fixed schema has no field for it (the version is in the collection name)
         return upsert_parquet(self.client, name, path, id_col="track_id", delete_missing=delete_missing)
-
-    def upsert_records(self, name: str, table: pa.Table) -> int:
-        return upsert_records(self.client, name, table)
 
     def delete(self, name: str, ids: Iterable[str]) -> int:
         return delete_ids(self.client, name, ids)

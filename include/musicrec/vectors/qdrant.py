@@ -6,6 +6,7 @@ from plain settings; local mode shares one client per folder and process, :func:
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from musicrec.vectors import records as rec
 from musicrec.vectors import stale_versions, versioned
 from musicrec.vectors.base import (
     Capability,
+    ClientStore,
     DimensionMismatch,
     Record,
     VectorStoreError,
@@ -194,18 +196,13 @@ def close_local_clients() -> None:
         _LOCAL_CLIENTS.clear()
 
 
-class QdrantStore:
+class QdrantStore(ClientStore):
     """:class:`musicrec.vectors.base.VectorStore` over a ``QdrantClient``: dense vectors with a payload;
     no sparse/BM25 fields and no explicit index builds (Qdrant indexes by itself)."""
 
     kind = "qdrant"
     capabilities = Capability.PAYLOAD
-
-    def __init__(self, client: QdrantClient) -> None:
-        self.client = client
-
-    def __repr__(self) -> str:
-        return f"QdrantStore({self.client!r})"
+    module = sys.modules[__name__]  # the functions ClientStore delegates to
 
     # ---- collections
     def has_collection(self, name: str) -> bool:
@@ -229,26 +226,10 @@ class QdrantStore:
     def drop_collection(self, name: str) -> None:
         self.client.delete_collection(name)
 
-    def versions(self, alias: str) -> list[str]:
-        return versions(self.client, alias)
-
-    def drop_versions(self, alias: str, keep: Iterable[str]) -> list[str]:
-        return drop_versions(self.client, alias, keep)
-
-    # ---- aliases
-    def alias_target(self, alias: str) -> str | None:
-        return alias_target(self.client, alias)
-
-    def swap_alias(self, alias: str, name: str) -> str | None:
-        return swap_alias(self.client, alias, name)
-
-    # ---- data
+    # ---- data (versions, aliases and upsert_records: ClientStore)
     def upsert_parquet(self, name: str, path: str | Path, *, payload: dict[str, Any] | None = None,
                        delete_missing: bool = True) -> dict[str, int]:
         return upsert_parquet(self.client, name, path, payload=payload, delete_missing=delete_missing)
-
-    def upsert_records(self, name: str, table: pa.Table) -> int:
-        return upsert_records(self.client, name, table)
 
     def delete(self, name: str, ids: Iterable[str]) -> int:
         pids = point_ids(sorted(set(ids)))
