@@ -12,9 +12,11 @@ benches and a serving process call it directly. Clients are built here and nowhe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, quote_plus, unquote, urlencode, urlsplit
 
 from musicrec import vectors
 from musicrec.vectors import VectorStore
@@ -109,3 +111,82 @@ def open_stores(settings: StoreSettings, *, path_cls: Callable[[str], Any] | Non
     if settings.lake_root:
         out.root = lake_root(settings.lake_root, path_cls)
     return out
+
+
+# ----------------------------------------------------------------------------- connection values → settings
+# The one place a connection's fields become store settings. The Airflow hooks pass a Connection's
+# attributes; processes without Airflow (the serving API) pass an ``AIRFLOW_CONN_*`` value through
+# :func:`connection_fields`, so both read the workers' connections the same way.
+
+DEFAULT_MILVUS_PORT = 19530
+
+
+def connection_fields(value: str) -> dict[str, Any]:
+    """An ``AIRFLOW_CONN_*`` value (JSON or URI form) as Airflow's Connection fields (conn_type, host,
+    port, login, password, schema, extra)."""
+    value = value.strip()
+    if value.startswith("{"):
+        doc = json.loads(value)
+        extra = doc.get("extra") or {}
+        return {"conn_type": doc.get("conn_type"), "host": doc.get("host"), "port": doc.get("port"),
+                "login": doc.get("login"), "password": doc.get("password"), "schema": doc.get("schema"),
+                "extra": json.loads(extra) if isinstance(extra, str) else extra}
+    parts = urlsplit(value)
+    query = dict(parse_qsl(parts.query))
+    extra = json.loads(query.pop("__extra__")) if "__extra__" in query else query
+    return {"conn_type": parts.scheme.replace("-", "_"), "host": unquote(parts.hostname or "") or None,
+            "port": parts.port, "login": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None,
+            "schema": unquote(parts.path.lstrip("/")) or None, "extra": extra}
+
+
+def milvus_settings(*, host: str | None = None, port: int | None = None, login: str | None = None,
+                    password: str | None = None, schema: str | None = None,
+                    extra: Mapping[str, Any] | None = None) -> VectorStoreSettings:
+    """A ``milvus`` connection's fields as store settings: ``extra.uri`` wins over host/port, ``extra.token``
+    over ``login:password`` (or the password alone: an API key); ``extra.db`` or the schema is the
+    database; ``extra.timeout`` seconds to wait for the server (pymilvus' default is long)."""
+    extra = dict(extra or {})
+    uri = extra.get("uri")
+    if not uri:
+        if not host:
+            raise ValueError("a milvus connection needs extra.uri or a host")
+        uri = host if "://" in host else f"http://{host}:{port or DEFAULT_MILVUS_PORT}"
+    token = extra.get("token") or (f"{login}:{password}" if login and password else password) or None
+    options: dict[str, Any] = {}
+    if extra.get("db") or schema:
+        options["db_name"] = extra.get("db") or schema
+    if extra.get("timeout"):
+        options["timeout"] = float(extra["timeout"])
+    return VectorStoreSettings("milvus", uri=uri, token=token, options=options)
+
+
+def mongo_uri(*, host: str | None = None, port: int | None = None, login: str | None = None,
+              password: str | None = None, extra: Mapping[str, Any] | None = None) -> str:
+    """A ``mongo`` connection's fields as a ``mongodb://`` URI, the way the Mongo provider builds it
+    (``extra.srv`` → ``mongodb+srv``; the other extras become URI options)."""
+    extra = dict(extra or {})
+    srv = str(extra.pop("srv", "")).lower() == "true"
+    auth = (quote_plus(login) + (":" + quote_plus(password) if password else "") + "@") if login else ""
+    where = (host or "127.0.0.1") + (f":{port}" if port else "")
+    query = ("?" + urlencode({k: str(v).lower() if isinstance(v, bool) else v for k, v in extra.items()})
+             if extra else "")
+    return f"{'mongodb+srv' if srv else 'mongodb'}://{auth}{where}/{query}"
+
+
+def mongo_from_conn(value: str | None) -> tuple[str | None, str | None]:
+    """(mongodb:// URI, database) of an ``AIRFLOW_CONN_MONGO_DEFAULT`` value; (None, None) without one."""
+    if not value:
+        return None, None
+    c = connection_fields(value)
+    return mongo_uri(host=c["host"], port=c["port"], login=c["login"], password=c["password"],
+                     extra=c["extra"]), c["schema"]
+
+
+def milvus_from_conn(value: str | None) -> VectorStoreSettings | None:
+    """The store settings of an ``AIRFLOW_CONN_MILVUS_DEFAULT`` value; None without one."""
+    if not value:
+        return None
+    c = connection_fields(value)
+    return milvus_settings(host=c["host"], port=c["port"], login=c["login"], password=c["password"],
+                           schema=c["schema"], extra=c["extra"])

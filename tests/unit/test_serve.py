@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from musicrec.serve import events, keys
-from musicrec.serve.deps import Settings, milvus_from_conn, mongo_from_conn
+from musicrec.serve.deps import Settings
+from musicrec.stores import milvus_from_conn, mongo_from_conn
 
 
 def test_settings_from_the_embedded_default(tmp_path):
@@ -57,10 +58,16 @@ def test_mongo_from_conn(conn, uri, db):
 
 
 def test_milvus_from_conn():
-    assert milvus_from_conn(json.dumps({"conn_type": "milvus", "extra": {"uri": "http://m:19530", "token": "t"}})
-                            ) == ("http://m:19530", "t")
-    assert milvus_from_conn("milvus://root:Milvus@milvus:19530") == ("http://milvus:19530", "root:Milvus")
-    assert milvus_from_conn(None) == (None, None)
+    """The same parse as ``MilvusHook.settings`` (both call ``musicrec.stores.milvus_settings``)."""
+    s = milvus_from_conn(json.dumps({"conn_type": "milvus", "extra": {"uri": "http://m:19530", "token": "t"}}))
+    assert (s.uri, s.token) == ("http://m:19530", "t")
+    s = milvus_from_conn("milvus://root:Milvus@milvus:19530/music?timeout=3")
+    assert (s.uri, s.token, dict(s.options)) == ("http://milvus:19530", "root:Milvus", {"db_name": "music",
+                                                                                     "timeout": 3.0})
+    assert milvus_from_conn('{"conn_type": "milvus", "host": "m"}').uri == "http://m:19530"
+    assert milvus_from_conn(None) is None
+    with pytest.raises(ValueError, match="extra.uri or a host"):
+        milvus_from_conn('{"conn_type": "milvus"}')
 
 
 def test_event_id_is_the_event_key():

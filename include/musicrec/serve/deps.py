@@ -7,13 +7,12 @@ form) and ``AIRFLOW_VAR_MUSICREC_LAKE_ROOT``; ``MUSICREC_SERVE_*`` variables ove
 workers' environment) need no extra configuration.
 
 Clients are made lazily (the first request that needs one), so ``/healthz`` answers while a store is
-down and ``/readyz`` can say which one is. ``Services`` is the seam the store factory of the
-restructuring issue will replace.
+down and ``/readyz`` can say which one is. Clients, connection values and the lake root
+come from the store factory (``musicrec.stores``), as for the Airflow hooks.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -21,11 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from musicrec import stores
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DB = "musicrec"
+DEFAULT_DB = stores.DEFAULT_DB
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        mongo_uri, mongo_db = mongo_from_conn(env.get("AIRFLOW_CONN_MONGO_DEFAULT"))
-        milvus_uri, milvus_token = milvus_from_conn(env.get("AIRFLOW_CONN_MILVUS_DEFAULT"))
+        mongo_uri, mongo_db = stores.mongo_from_conn(env.get("AIRFLOW_CONN_MONGO_DEFAULT"))
+        milvus = stores.milvus_from_conn(env.get("AIRFLOW_CONN_MILVUS_DEFAULT"))
+        milvus_uri, milvus_token = (milvus.uri, milvus.token) if milvus else (None, None)
         origins = env.get("MUSICREC_SERVE_CORS_ORIGINS", "")
         return cls(
             mongo_uri=env.get("MUSICREC_SERVE_MONGO_URI") or mongo_uri or cls.mongo_uri,
@@ -62,58 +63,6 @@ class Settings:
             exclude_played=env.get("MUSICREC_SERVE_EXCLUDE_PLAYED", "1").lower() not in ("0", "false", "no"),
             max_events=int(env.get("MUSICREC_SERVE_MAX_EVENTS", cls.max_events)),
         )
-
-
-# ----------------------------------------------------------------------------- Airflow connection strings
-
-def _conn_fields(value: str) -> dict[str, Any]:
-    """An ``AIRFLOW_CONN_*`` value (JSON or URI form) as Airflow's Connection fields."""
-    value = value.strip()
-    if value.startswith("{"):
-        doc = json.loads(value)
-        extra = doc.get("extra") or {}
-        return {"conn_type": doc.get("conn_type"), "host": doc.get("host"), "port": doc.get("port"),
-                "login": doc.get("login"), "password": doc.get("password"), "schema": doc.get("schema"),
-                "extra": json.loads(extra) if isinstance(extra, str) else extra}
-    parts = urlsplit(value)
-    query = dict(parse_qsl(parts.query))
-    extra = json.loads(query.pop("__extra__")) if "__extra__" in query else query
-    return {"conn_type": parts.scheme.replace("-", "_"), "host": unquote(parts.hostname or "") or None,
-            "port": parts.port, "login": unquote(parts.username) if parts.username else None,
-            "password": unquote(parts.password) if parts.password else None,
-            "schema": unquote(parts.path.lstrip("/")) or None, "extra": extra}
-
-
-def mongo_from_conn(value: str | None) -> tuple[str | None, str | None]:
-    """(mongodb:// URI, database) from ``mongo_default`` the way the Mongo provider builds them."""
-    if not value:
-        return None, None
-    c = _conn_fields(value)
-    extra = {k: v for k, v in (c["extra"] or {}).items() if k != "srv"}
-    scheme = "mongodb+srv" if str((c["extra"] or {}).get("srv", "")).lower() == "true" else "mongodb"
-    auth = ""
-    if c["login"]:
-        from urllib.parse import quote_plus
-
-        auth = quote_plus(c["login"]) + (":" + quote_plus(c["password"]) if c["password"] else "") + "@"
-    host = (c["host"] or "127.0.0.1") + (f":{c['port']}" if c["port"] else "")
-    query = ("?" + urlencode({k: str(v).lower() if isinstance(v, bool) else v for k, v in extra.items()})
-             if extra else "")
-    return f"{scheme}://{auth}{host}/{query}", c["schema"]
-
-
-def milvus_from_conn(value: str | None) -> tuple[str | None, str | None]:
-    """(uri, token) from ``milvus_default``: extra ``uri``/``token`` first, else host/port/password."""
-    if not value:
-        return None, None
-    c = _conn_fields(value)
-    extra = c["extra"] or {}
-    uri = extra.get("uri")
-    if not uri and c["host"]:
-        host = c["host"] if "://" in c["host"] else f"http://{c['host']}"
-        uri = host + (f":{c['port']}" if c["port"] else "")
-    token = extra.get("token") or (f"{c['login']}:{c['password']}" if c["login"] else c["password"])
-    return uri, token or None
 
 
 # ----------------------------------------------------------------------------- clients
@@ -143,39 +92,32 @@ class Services:
         if self._mongo is None:
             with self._lock:
                 if self._mongo is None:
-                    from pymongo import MongoClient
-
                     ms = int(self.settings.store_timeout_s * 1000)
-                    self._mongo = MongoClient(self.settings.mongo_uri, serverSelectionTimeoutMS=ms,
-                                              connectTimeoutMS=ms)
+                    self._mongo = stores.mongo_client(self.settings.mongo_uri, serverSelectionTimeoutMS=ms,
+                                                      connectTimeoutMS=ms)
         return self._mongo
 
     @property
     def db(self):
-        return self.mongo[self.settings.mongo_db]
+        return stores.mongo_database(self.mongo, self.settings.mongo_db)
 
     @property
     def milvus(self):
         if self._milvus is None:
             with self._lock:
                 if self._milvus is None:
-                    from musicrec.vectors import milvus as mv
-
-                    kwargs: dict[str, Any] = {"timeout": self.settings.store_timeout_s}
-                    if self.settings.milvus_token:
-                        kwargs["token"] = self.settings.milvus_token
-                    self._milvus = mv.connect(self.settings.milvus_uri, **kwargs)
+                    self._milvus = stores.vector_store(stores.VectorStoreSettings(
+                        "milvus", uri=self.settings.milvus_uri, token=self.settings.milvus_token or None,
+                        options={"timeout": self.settings.store_timeout_s})).client
         return self._milvus
 
     @property
     def lake_root(self):
         """The lake root as a path object; None when not configured or not local. An object-store
-        root (``s3://<conn_id>@bucket``) needs the connection's credentials, which only the store
-        factory will resolve here: until then the API does not read played tracks from it."""
+        root (``s3://<conn_id>@bucket``) names an Airflow connection for its credentials, which a process
+        without Airflow cannot resolve: the API then does not exclude played tracks (logged once)."""
         if self._root is None and self.settings.lake_root:
-            from upath import UPath
-
-            root = UPath(self.settings.lake_root)
+            root = stores.lake_root(self.settings.lake_root)
             if root.protocol not in ("", "file", "local"):
                 if not self._warned_root:
                     log.warning("lake root %s is not local: played tracks are not excluded", root.protocol)

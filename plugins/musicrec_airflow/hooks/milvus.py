@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk.bases.hook import BaseHook
 from pymilvus import MilvusClient
 
-from musicrec.stores import VectorStoreSettings, vector_store
+from musicrec.stores import VectorStoreSettings, milvus_settings, vector_store
 from musicrec.vectors import milvus as mv
 
 
@@ -28,23 +28,14 @@ class MilvusHook(BaseHook):
         self.conn_id = conn_id
 
     def settings(self) -> VectorStoreSettings:
-        """The connection as the factory's plain settings (``musicrec.stores``): the one place a
-        ``milvus`` connection is parsed."""
+        """The connection as the factory's plain settings (``musicrec.stores.milvus_settings``, which the
+        serving API also uses on the same ``AIRFLOW_CONN_MILVUS_DEFAULT`` value)."""
         conn = self.get_connection(self.conn_id)
-        extra = conn.extra_dejson
-        uri = extra.get("uri")
-        if not uri:
-            if not conn.host:
-                raise ValueError(f"connection {self.conn_id!r} needs extra.uri or a host")
-            uri = conn.host if "://" in conn.host else f"http://{conn.host}:{conn.port or 19530}"
-        options: dict[str, Any] = {}
-        db = extra.get("db") or conn.schema
-        if db:
-            options["db_name"] = db
-        if extra.get("timeout"):  # seconds to wait for the server (pymilvus' default is long)
-            options["timeout"] = float(extra["timeout"])
-        return VectorStoreSettings("milvus", uri=uri, token=extra.get("token") or conn.password or None,
-                                   options=options)
+        try:
+            return milvus_settings(host=conn.host, port=conn.port, login=conn.login, password=conn.password,
+                                   schema=conn.schema, extra=conn.extra_dejson)
+        except ValueError as e:
+            raise ValueError(f"connection {self.conn_id!r}: {e}") from None
 
     def client_kwargs(self) -> dict[str, Any]:
         """``MilvusClient`` keyword arguments of the connection (uri, token, db_name, timeout)."""
