@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from musicrec.local import keys
+from musicrec.local import keys, sqlite
 
 REPO = Path(__file__).resolve().parents[2]
 FINISHED = {"success", "failed"}
@@ -73,7 +73,7 @@ class Standalone:
         if not self.shared_secrets:
             secrets.pop("AIRFLOW__API_AUTH__JWT_SECRET")
             env.pop("AIRFLOW__API_AUTH__JWT_SECRET", None)
-        env |= secrets | {
+        env |= secrets | sqlite.ENV | {  # the embedded default's SQLite busy timeout
             "AIRFLOW_HOME": str(REPO),
             # standalone starts its parts by the bare name `airflow`
             "PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),

@@ -11,7 +11,7 @@ import os
 import shlex
 from pathlib import Path
 
-from musicrec.local import keys
+from musicrec.local import keys, sqlite
 from musicrec.local.services import data_dir, milvus_port, mongo_port, repo_root, store_settings
 
 
@@ -21,7 +21,7 @@ def embedded_env(root: Path | None = None) -> dict[str, str]:
     data = root / "data"
     stores = store_settings(data)  # the factory's settings: the connections below say the same
     milvus, qdrant = (next(v for v in stores.vectors if v.kind == k) for k in ("milvus", "qdrant"))
-    return keys.ensure(data) | {
+    return keys.ensure(data) | sqlite.ENV | {
         "AIRFLOW_HOME": os.fspath(root),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{data / 'airflow' / 'airflow.db'}",
