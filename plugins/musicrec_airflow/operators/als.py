@@ -4,20 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from pymongo.database import Database
 
 from musicrec.als import matrix, model, publish
 from musicrec.als.params import AlsParams
 from musicrec.vectors import milvus as mv
 from musicrec_airflow.anchor import run_anchor
-from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.lake import lake_root
-from musicrec_airflow.operators.base import StoreStep
+from musicrec_airflow.operators.base import MongoStep, StoreStep
 from musicrec_airflow.params import json_value, truthy
 
 ALS_FIELDS = ("window_days", "eval_days", "factors", "iterations", "regularization", "alpha", "confidence")
@@ -29,7 +25,7 @@ def index_spec(index_type: Any, index_params: Any) -> mv.IndexSpec:
     return mv.IndexSpec(str(index_type or "HNSW"), "IP", json_value(index_params) or None)
 
 
-class AlsTrainOperator(BaseOperator):
+class AlsTrainOperator(MongoStep):
     """Window → evaluate vs popularity → train → ``models/als/<version>/`` + ``models`` document.
 
     Numbers may come as rendered strings; None or "" leaves ``AlsParams``'s default.
@@ -45,7 +41,7 @@ class AlsTrainOperator(BaseOperator):
     :param weight_listen: interaction weight of a partial listen.
     :param weight_skip: interaction weight of a skip.
     :param backend: ``auto`` or a named backend (``musicrec.als.params.BACKENDS``).
-    :param mongo_conn_id: the MongoDB connection.
+    :param mongo_conn_id: the MongoDB connection (:class:`MongoStep`).
     """
 
     template_fields: Sequence[str] = (*ALS_FIELDS, *WEIGHT_FIELDS, "backend")
@@ -55,18 +51,13 @@ class AlsTrainOperator(BaseOperator):
                  regularization: float | str | None = None, alpha: float | str | None = None,
                  confidence: str | None = None, weight_complete: float | str | None = None,
                  weight_listen: float | str | None = None, weight_skip: float | str | None = None,
-                 backend: str = "auto", mongo_conn_id: str = "mongo_default", **kwargs: Any) -> None:
+                 backend: str = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.window_days, self.eval_days = window_days, eval_days
         self.factors, self.iterations = factors, iterations
         self.regularization, self.alpha, self.confidence = regularization, alpha, confidence
         self.weight_complete, self.weight_listen, self.weight_skip = weight_complete, weight_listen, weight_skip
         self.backend = backend
-        self.mongo_conn_id = mongo_conn_id
-
-    @cached_property
-    def db(self) -> Database:
-        return mongo_database(self.mongo_conn_id)
 
     def als_params(self) -> AlsParams:
         conf: dict[str, Any] = {k: getattr(self, k) for k in ALS_FIELDS}

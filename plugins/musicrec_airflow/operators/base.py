@@ -22,34 +22,45 @@ from musicrec_airflow.hooks.stores import store_hooks
 PLACEMENT_TASK_ID = "milvus_upsert"
 
 
-class StoreStep(BaseOperator):
+class MongoStep(BaseOperator):
+    """An operator that works on the MongoDB database (most of the project's steps).
+
+    :param mongo_conn_id: the MongoDB connection (conn type ``mongo``; database = the conn schema).
+    """
+
+    def __init__(self, *, mongo_conn_id: str = "mongo_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mongo_conn_id = mongo_conn_id
+
+    @cached_property
+    def db(self) -> Database:
+        """The MongoDB database of ``mongo_conn_id`` (through the provider's ``MongoHook``), built on
+        first use and reused for the task."""
+        return mongo_database(self.mongo_conn_id)
+
+
+class StoreStep(MongoStep):
     """Plumbing shared by the store steps; subclasses hold the one library call in ``execute``.
 
     :param upstream_task_id: the task whose XCom this step reads (default: the subclass's
         ``default_upstream``, e.g. ``train`` or ``embed``); None where the step reads none.
     :param placement_task_id: the task whose XCom names the physical collection the run chose.
-    :param mongo_conn_id: the MongoDB connection (conn type ``mongo``; database = the conn schema).
     :param milvus_conn_id: the Milvus connection (the serving store).
     :param qdrant_conn_id: the Qdrant connection (the mirror; extra ``path`` = local mode).
+    :param mongo_conn_id: see :class:`MongoStep`.
     """
 
     template_fields: Sequence[str] = ()
     default_upstream: str | None = None
 
     def __init__(self, *, upstream_task_id: str | None = None, placement_task_id: str = PLACEMENT_TASK_ID,
-                 mongo_conn_id: str = "mongo_default", milvus_conn_id: str = MilvusHook.default_conn_name,
+                 milvus_conn_id: str = MilvusHook.default_conn_name,
                  qdrant_conn_id: str = QdrantLocalHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.upstream_task_id = upstream_task_id or self.default_upstream
         self.placement_task_id = placement_task_id
-        self.mongo_conn_id = mongo_conn_id
         self.milvus_conn_id = milvus_conn_id
         self.qdrant_conn_id = qdrant_conn_id
-
-    @cached_property
-    def db(self) -> Database:
-        """The MongoDB database of ``mongo_conn_id`` (through the provider's ``MongoHook``)."""
-        return mongo_database(self.mongo_conn_id)
 
     @cached_property
     def hooks(self) -> list[Any]:

@@ -10,15 +10,13 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from pymongo.database import Database
 
 from musicrec.embeddings import embed
 from musicrec.vectors import milvus as mv
 from musicrec_airflow.hooks.embedding import EmbeddingHook
 from musicrec_airflow.hooks.milvus import MilvusHook
-from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.lake import lake_root
-from musicrec_airflow.operators.base import StoreStep
+from musicrec_airflow.operators.base import MongoStep, StoreStep
 from musicrec_airflow.params import json_value
 from musicrec_airflow.sources import check_model_param, refusals_fail
 
@@ -27,7 +25,7 @@ def _int_or_none(value: Any) -> int | None:
     return int(value) if str(value).strip() not in ("", "None", "0") else None
 
 
-class EmbedLyricsOperator(BaseOperator):
+class EmbedLyricsOperator(MongoStep):
     """Songs with found lyrics whose embedding is missing/of another model/of other lyrics → length-sorted
     batches through the model (loaded once) → delta parts ``embeddings/<slug>/run=<run_id>/`` (registered).
     Returns the model's description and counts (XCom).
@@ -40,27 +38,22 @@ class EmbedLyricsOperator(BaseOperator):
     :param part_size: songs per delta file (the unit a retried embed resumes from).
     :param max_length: tokens per text (0 = the model's).
     :param embedding_conn_id: the embedding connection (defaults for model, device, BGE-M3 path).
-    :param mongo_conn_id: the MongoDB connection.
+    :param mongo_conn_id: the MongoDB connection (:class:`MongoStep`).
     """
 
     template_fields: Sequence[str] = ("model", "batch_size", "device", "max_songs", "part_size", "max_length")
 
     def __init__(self, *, model: str = "", batch_size: int | str = 32, device: str = "auto",
                  max_songs: int | str = 0, part_size: int | str = 1024, max_length: int | str = 0,
-                 embedding_conn_id: str = EmbeddingHook.default_conn_name, mongo_conn_id: str = "mongo_default",
-                 **kwargs: Any) -> None:
+                 embedding_conn_id: str = EmbeddingHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model, self.batch_size, self.device = model, batch_size, device
         self.max_songs, self.part_size, self.max_length = max_songs, part_size, max_length
-        self.embedding_conn_id, self.mongo_conn_id = embedding_conn_id, mongo_conn_id
+        self.embedding_conn_id = embedding_conn_id
 
     @cached_property
     def hook(self) -> EmbeddingHook:
         return EmbeddingHook(self.embedding_conn_id)
-
-    @cached_property
-    def db(self) -> Database:
-        return mongo_database(self.mongo_conn_id)
 
     def execute(self, context: Any) -> dict[str, Any]:
         with refusals_fail():
