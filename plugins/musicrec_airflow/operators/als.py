@@ -197,6 +197,4 @@ class AlsActivateOperator(_AlsStep):
 
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.upstream(context)
-        out = publish.activate(self.db, s["version"], self.collection(context, s))
-        out["dropped"] = publish.cleanup(self.db, self.stores(), s["version"])
-        return out
+        return publish.activate_and_cleanup(self.db, self.stores(), s["version"], self.collection(context, s))
