@@ -58,8 +58,7 @@ class EmbedLyricsOperator(MongoStep):
     def execute(self, context: Any) -> dict[str, Any]:
         with refusals_fail():
             check_model_param(str(self.model))
-        encoder = self.hook.get_conn(str(self.model), str(self.device),
-                                                                 _int_or_none(self.max_length))
+        encoder = self.hook.get_conn(str(self.model), str(self.device), _int_or_none(self.max_length))
         self.log.info("encoder: %s", encoder.info())
         return embed.embed_changed(self.db, lake_root(), encoder, context["run_id"],
                                    batch_size=int(self.batch_size), part_size=int(self.part_size),
