@@ -82,7 +82,14 @@ class AlsTrainOperator(MongoStep):
 
 
 class _AlsStep(StoreStep):
-    """A publish step: reads ``train``'s summary (see :class:`StoreStep` for the arguments)."""
+    """A publish step: reads ``train``'s summary.
+
+    :param upstream_task_id: the task whose XCom it reads (default ``train``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
+    """
 
     default_upstream = "train"
 
@@ -92,9 +99,16 @@ class _AlsStep(StoreStep):
 
 
 class _AlsIndexStep(_AlsStep):
-    """:param index_type: the dense index type (default HNSW).
+    """A publish step that needs the dense index asked for (upsert: placement; index: the build).
+
+    :param index_type: the dense index type (default HNSW).
     :param index_params: its build params: a JSON object or its text (empty: Milvus's defaults).
-    (And :class:`StoreStep`'s arguments.)"""
+    :param upstream_task_id: the task whose XCom it reads (default ``train``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
+    """
 
     template_fields: Sequence[str] = ("index_type", "index_params")
 
@@ -110,6 +124,11 @@ class AlsMilvusUpsertOperator(_AlsIndexStep):
 
     :param index_type: the dense index type (decides whether a side collection is needed).
     :param index_params: its build params (JSON object or text).
+    :param upstream_task_id: the task whose XCom it reads (default ``train``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -125,6 +144,11 @@ class AlsMilvusIndexOperator(_AlsIndexStep):
 
     :param index_type: the dense index type.
     :param index_params: its build params (JSON object or text).
+    :param upstream_task_id: the task whose XCom it reads (default ``train``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -140,6 +164,11 @@ class AlsGateOperator(_AlsStep):
     :param min_lift: ALS ndcg@10 must reach this multiple of popularity's.
     :param tolerance: ALS ndcg@10 may fall at most this far below the active model's.
     :param force: replace an active model whose window ends later (bool or rendered text).
+    :param upstream_task_id: the task whose XCom it reads (default ``train``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
     """
 
     template_fields: Sequence[str] = ("min_lift", "tolerance", "force")
@@ -165,7 +194,14 @@ class AlsGateOperator(_AlsStep):
 
 class QdrantMirrorOperator(_AlsStep):
     """The item vectors → every mirror store's collection of the same name (the Qdrant mirror; pool
-    ``qdrant_local`` on local mode). One mirror: its result; several: one result per store kind."""
+    ``qdrant_local`` on local mode). One mirror: its result; several: one result per store kind.
+
+    :param upstream_task_id: the task whose XCom it reads (default ``train``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
+    """
 
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.upstream(context)
@@ -176,7 +212,14 @@ class QdrantMirrorOperator(_AlsStep):
 
 
 class AlsPublishUsersOperator(_AlsStep):
-    """The users' vectors of the version → ``users.latent_vectors.<version>``."""
+    """The users' vectors of the version → ``users.latent_vectors.<version>``.
+
+    :param upstream_task_id: the task whose XCom it reads (default ``train``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
+    """
 
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.upstream(context)
@@ -184,7 +227,14 @@ class AlsPublishUsersOperator(_AlsStep):
 
 
 class AlsSwapAliasOperator(_AlsStep):
-    """``music_collection`` → the new collection in Milvus and in the Qdrant mirror."""
+    """``music_collection`` → the new collection in Milvus and in the Qdrant mirror.
+
+    :param upstream_task_id: the task whose XCom it reads (default ``train``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
+    """
 
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.upstream(context)
@@ -193,7 +243,14 @@ class AlsSwapAliasOperator(_AlsStep):
 
 class AlsActivateOperator(_AlsStep):
     """The model document becomes ``active`` (the previous one ``retired``); then versions older than
-    the previous one are dropped from Milvus and Qdrant."""
+    the previous one are dropped from Milvus and Qdrant.
+
+    :param upstream_task_id: the task whose XCom it reads (default ``train``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
+    """
 
     def execute(self, context: Any) -> dict[str, Any]:
         s = self.upstream(context)

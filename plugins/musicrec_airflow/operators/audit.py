@@ -54,6 +54,8 @@ class StoreAuditOperator(StoreStep):
     :param mongo_conn_id: the MongoDB connection.
     :param milvus_conn_id: the Milvus connection (vector scopes).
     :param qdrant_conn_id: the Qdrant connection (vector scopes).
+    :param upstream_task_id: unused (the audit reads no upstream XCom).
+    :param placement_task_id: unused.
     """
 
     template_fields: Sequence[str] = ("scopes", "mode", "grace_minutes", "examples", "lake_checksums", "batch_size")

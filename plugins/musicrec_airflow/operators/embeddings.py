@@ -66,8 +66,14 @@ class EmbedLyricsOperator(MongoStep):
 
 
 class _LyricsStep(StoreStep):
-    """A step after ``embed``: reads its small XCom (model, dim, collection); see :class:`StoreStep` for
-    the arguments."""
+    """A step after ``embed``: reads its small XCom (model, dim, collection).
+
+    :param upstream_task_id: the task whose XCom it reads (default ``embed``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
+    """
 
     default_upstream = "embed"
 
@@ -91,7 +97,11 @@ class LyricsMilvusUpsertOperator(_LyricsStep):
     :param collection: the collection ``embed`` chose (a check: a different one fails); empty = no check.
     :param index_type: the dense index type; empty = keep the live one's.
     :param index_params: its build params (JSON object or text).
-    (And :class:`StoreStep`'s arguments: ``upstream_task_id`` defaults to ``embed``.)
+    :param upstream_task_id: the task whose XCom it reads (default ``embed``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
     """
 
     template_fields: Sequence[str] = ("collection", "index_type", "index_params")
@@ -145,7 +155,14 @@ class LyricsMilvusIndexOperator(BaseOperator):
 
 
 class LyricsQdrantMirrorOperator(_LyricsStep):
-    """The run's delta parts → the Qdrant mirror (dense only; pool ``qdrant_local`` on local mode)."""
+    """The run's delta parts → the Qdrant mirror (dense only; pool ``qdrant_local`` on local mode).
+
+    :param upstream_task_id: the task whose XCom it reads (default ``embed``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
+    """
 
     def execute(self, context: Any) -> dict[str, Any]:
         info = self.info(context)
@@ -156,7 +173,14 @@ class LyricsQdrantMirrorOperator(_LyricsStep):
 
 class LyricsActivateOperator(_LyricsStep):
     """The models document ``embedding_<slug>`` active (others retired); alias ``lyrics_embeddings`` → the
-    model's collection in Milvus and Qdrant."""
+    model's collection in Milvus and Qdrant.
+
+    :param upstream_task_id: the task whose XCom it reads (default ``embed``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
+    """
 
     def execute(self, context: Any) -> dict[str, Any]:
         stores = self.stores()
@@ -165,7 +189,14 @@ class LyricsActivateOperator(_LyricsStep):
 
 
 class LyricsStampOperator(_LyricsStep):
-    """``songs.embedding = {model_id, lyrics_sha256, shard}`` for the songs of this run's parts."""
+    """``songs.embedding = {model_id, lyrics_sha256, shard}`` for the songs of this run's parts.
+
+    :param upstream_task_id: the task whose XCom it reads (default ``embed``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
+    """
 
     def execute(self, context: Any) -> dict[str, Any]:
         return embed.stamp(self.db, lake_root(), self.info(context)["model_slug"], context["run_id"])
@@ -173,7 +204,14 @@ class LyricsStampOperator(_LyricsStep):
 
 class LyricsPruneOperator(_LyricsStep):
     """Vectors of songs whose lyrics are no longer found (or that were removed) out of both stores;
-    their ``songs.embedding`` unset."""
+    their ``songs.embedding`` unset.
+
+    :param upstream_task_id: the task whose XCom it reads (default ``embed``).
+    :param placement_task_id: the task whose XCom names the run's physical collection (``milvus_upsert``).
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (the serving store).
+    :param qdrant_conn_id: the Qdrant connection (the mirror).
+    """
 
     def execute(self, context: Any) -> dict[str, Any]:
         info = self.info(context)
