@@ -31,6 +31,11 @@ from musicrec_airflow.operators.als import (
 )
 from musicrec_airflow.sensors.listens import ListensDaySensor
 
+# the params train reads, each passed as "{{ params.<name> }}" to the argument of the same name
+TRAIN_PARAMS = ("window_days", "eval_days", "factors", "iterations", "regularization", "alpha", "confidence",
+                "weight_complete", "weight_listen", "weight_skip", "backend")
+INDEX = {"index_type": "{{ params.index_type }}", "index_params": "{{ params.index_params }}"}
+
 with DAG(
     dag_id="als_training",
     description="Train implicit ALS on a lake window, gate it against popularity, publish to Milvus/Qdrant/Mongo",
@@ -67,11 +72,15 @@ with DAG(
     },
     doc_md=__doc__,
 ) as dag:
-    wait = ListensDaySensor(task_id="wait_for_listens", poke_interval=300)
-    train = AlsTrainOperator(task_id="train", pool=POOL_GPU, queue=settings.gpu_queue())
-    gate = AlsGateOperator(task_id="gate")
-    milvus_upsert = AlsMilvusUpsertOperator(task_id="milvus_upsert")
-    milvus_index = AlsMilvusIndexOperator(task_id="milvus_index")
+    wait = ListensDaySensor(task_id="wait_for_listens", poke_interval=300,
+                            wait_for_daily="{{ params.wait_for_daily }}",
+                            wait_timeout_hours="{{ params.wait_timeout_hours }}")
+    train = AlsTrainOperator(task_id="train", pool=POOL_GPU, queue=settings.gpu_queue(),
+                             **{name: "{{ params." + name + " }}" for name in TRAIN_PARAMS})
+    gate = AlsGateOperator(task_id="gate", min_lift="{{ params.min_lift }}", tolerance="{{ params.tolerance }}",
+                           force="{{ params.force }}")
+    milvus_upsert = AlsMilvusUpsertOperator(task_id="milvus_upsert", **INDEX)
+    milvus_index = AlsMilvusIndexOperator(task_id="milvus_index", **INDEX)
     qdrant = QdrantMirrorOperator(task_id="qdrant_mirror", pool=POOL_QDRANT_LOCAL)
     users = AlsPublishUsersOperator(task_id="publish_users")
     swap = AlsSwapAliasOperator(task_id="swap_alias", pool=POOL_QDRANT_LOCAL, outlets=[MILVUS_MUSIC_COLLECTION])

@@ -26,11 +26,12 @@ from musicrec_airflow.defaults import POOL_GPU, POOL_QDRANT_LOCAL, default_args
 from musicrec_airflow.operators.embeddings import (
     EmbedLyricsOperator,
     LyricsActivateOperator,
+    LyricsMilvusIndexOperator,
+    LyricsMilvusUpsertOperator,
     LyricsPruneOperator,
     LyricsQdrantMirrorOperator,
     LyricsStampOperator,
 )
-from musicrec_airflow.operators.milvus import MilvusIndexOperator, MilvusUpsertOperator
 
 EMBED = "{{ ti.xcom_pull(task_ids='embed')"
 
@@ -62,13 +63,13 @@ with DAG(
                                 device="{{ params.device }}", max_length="{{ params.max_length }}",
                                 max_songs="{{ params.max_songs }}", part_size="{{ params.part_size }}",
                                 pool=POOL_GPU, queue=settings.gpu_queue())
-    milvus_upsert = MilvusUpsertOperator(task_id="milvus_upsert", collection=EMBED + "['collection'] }}",
-                                         delta_task_id="embed", index_type="{{ params.index_type }}",
-                                         index_params="{{ params.index_params }}")
-    milvus_index = MilvusIndexOperator(task_id="milvus_index",
-                                       collection="{{ ti.xcom_pull(task_ids='milvus_upsert')['collection'] }}",
-                                       index_type="{{ params.index_type }}", metric_type="IP",
-                                       index_params="{{ params.index_params }}", hybrid=True)
+    milvus_upsert = LyricsMilvusUpsertOperator(task_id="milvus_upsert", collection=EMBED + "['collection'] }}",
+                                               upstream_task_id="embed", index_type="{{ params.index_type }}",
+                                               index_params="{{ params.index_params }}")
+    milvus_index = LyricsMilvusIndexOperator(task_id="milvus_index",
+                                             collection="{{ ti.xcom_pull(task_ids='milvus_upsert')['collection'] }}",
+                                             index_type="{{ params.index_type }}", metric_type="IP",
+                                             index_params="{{ params.index_params }}")
     qdrant = LyricsQdrantMirrorOperator(task_id="qdrant_mirror", pool=POOL_QDRANT_LOCAL)
     activate = LyricsActivateOperator(task_id="activate", pool=POOL_QDRANT_LOCAL)
     stamp = LyricsStampOperator(task_id="stamp")

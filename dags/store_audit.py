@@ -61,12 +61,17 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     # the lake first: its repair restores artifacts the vector scopes read; they still run if it failed
-    lake = StoreAuditOperator(task_id="audit_lake", scope="lake")
-    als = StoreAuditOperator(task_id="audit_als", scope="als", pool=POOL_QDRANT_LOCAL, trigger_rule="all_done")
+    run = {"scopes": "{{ params.scopes | tojson }}", "mode": "{{ params.mode }}",
+           "grace_minutes": "{{ params.grace_minutes }}"}
+    audit = run | {"examples": "{{ params.examples }}", "lake_checksums": "{{ params.lake_checksums }}",
+                   "batch_size": "{{ params.batch_size }}"}
+    lake = StoreAuditOperator(task_id="audit_lake", scope="lake", **audit)
+    als = StoreAuditOperator(task_id="audit_als", scope="als", pool=POOL_QDRANT_LOCAL, trigger_rule="all_done",
+                             **audit)
     lyrics = StoreAuditOperator(task_id="audit_lyrics", scope="lyrics", pool=POOL_QDRANT_LOCAL,
-                                trigger_rule="all_done")
+                                trigger_rule="all_done", **audit)
     report = AuditReportOperator(task_id="report", audit_task_ids={"lake": "audit_lake", "als": "audit_als",
                                                                    "lyrics": "audit_lyrics"},
-                                 trigger_rule="all_done")
-    check = AuditCheckOperator(task_id="check", report_task_id="report")
+                                 max_findings="{{ params.max_findings }}", trigger_rule="all_done", **run)
+    check = AuditCheckOperator(task_id="check", report_task_id="report", max_findings="{{ params.max_findings }}")
     lake >> [als, lyrics] >> report >> check

@@ -28,15 +28,17 @@ class FakeTI:
         return self.first
 
 
-def ctx(run_type: str, first: datetime | None = None, **params) -> dict:
+def ctx(run_type: str, first: datetime | None = None) -> dict:
     return {"dag_run": SimpleNamespace(run_type=run_type), "data_interval_end": W, "logical_date": W - timedelta(7),
-            "params": {"wait_for_daily": True, "wait_timeout_hours": 6.0} | params, "ti": FakeTI(first)}
+            "ti": FakeTI(first)}
 
 
 @pytest.fixture
 def sensor(mongo_db, mongo_uri, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_MONGO_DEFAULT", mongo_uri.replace("mongodb://", "mongo://") + mongo_db.name)
-    return ListensDaySensor(task_id="wait_for_listens", poke_interval=1)
+    # the values the DAG's "{{ params.wait_for_daily }}" / "{{ params.wait_timeout_hours }}" render to
+    return ListensDaySensor(task_id="wait_for_listens", poke_interval=1, wait_for_daily="True",
+                            wait_timeout_hours="6.0")
 
 
 def _daily(day: str) -> registry.PartitionRecord:
@@ -67,13 +69,15 @@ def test_no_partition_fails_clearly_after_the_timeout(sensor, mongo_db):
     with pytest.raises(AirflowSensorTimeout, match=r"day 2009-05-02 is not loaded.*daily\.parquet after 6 h"):
         sensor.execute(ctx("scheduled", long_ago))
     # a shorter timeout param applies too
+    sensor.wait_timeout_hours = "0.5"
     with pytest.raises(AirflowSensorTimeout, match="after 0.5 h"):
-        sensor.execute(ctx("scheduled", datetime.now(UTC) - timedelta(hours=1), wait_timeout_hours=0.5))
+        sensor.execute(ctx("scheduled", datetime.now(UTC) - timedelta(hours=1)))
 
 
 def test_manual_runs_and_wait_for_daily_false_do_not_wait(sensor):
     assert sensor.execute(ctx("manual", datetime.now(UTC) - timedelta(hours=7))) is None
-    assert sensor.execute(ctx("scheduled", datetime.now(UTC) - timedelta(hours=7), wait_for_daily=False)) is None
+    sensor.wait_for_daily = "False"
+    assert sensor.execute(ctx("scheduled", datetime.now(UTC) - timedelta(hours=7))) is None
 
 
 def test_a_week_the_daily_feed_does_not_cover_does_not_wait(sensor, mongo_db):

@@ -1,5 +1,5 @@
 """lyrics_embeddings through ``airflow dags test`` (the real CLI path) on the BGE-M3 code path with the
-tiny random XLM-R; a second run embeds and writes nothing. And MilvusIndexOperator's lyrics mode: what
+tiny random XLM-R; a second run embeds and writes nothing. And LyricsMilvusIndexOperator: what
 it reports is what Milvus Lite really built; a type Lite accepts but never builds is refused."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def test_lyrics_embeddings_dag_twice(tiny_bge_m3, airflow_db, mongo_uri, milvus_
 
 
 def test_index_operator_reports_what_was_built(milvus_uri, monkeypatch):
-    from musicrec_airflow.operators.milvus import MilvusIndexOperator
+    from musicrec_airflow.operators.embeddings import LyricsMilvusIndexOperator
 
     monkeypatch.setenv("AIRFLOW_CONN_MILVUS_DEFAULT", json.dumps({"conn_type": "milvus", "extra": {"uri": milvus_uri}}))
     milvus = mv.connect(milvus_uri)
@@ -67,13 +67,13 @@ def test_index_operator_reports_what_was_built(milvus_uri, monkeypatch):
 
     store.upsert_milvus(milvus, name, make_table(8, 8))
     try:
-        refused = MilvusIndexOperator(task_id="idx", collection=name, index_type="IVF_PQ",
-                                      index_params='{"nlist": 4, "m": 2}', hybrid=True)
+        refused = LyricsMilvusIndexOperator(task_id="idx", collection=name, index_type="IVF_PQ",
+                                            index_params='{"nlist": 4, "m": 2}')
         with pytest.raises(mv.VectorStoreError, match="never builds"):
             refused.execute({})
         assert not milvus.list_indexes(name, field_name=store.DENSE)  # nothing half-built
-        op = MilvusIndexOperator(task_id="idx", collection=name, index_type="HNSW",
-                                 index_params='{"M": 16, "efConstruction": 200}', hybrid=True)
+        op = LyricsMilvusIndexOperator(task_id="idx", collection=name, index_type="HNSW",
+                                       index_params='{"M": 16, "efConstruction": 200}')
         out = op.execute({})
         for field, (itype, metric, _params) in store.INDEXES.items():
             desc = milvus.describe_index(name, index_name=milvus.list_indexes(name, field_name=field)[0])

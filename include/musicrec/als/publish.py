@@ -307,6 +307,13 @@ def cleanup(db: Database, stores, version: str) -> dict[str, Any]:
     return out
 
 
+def activate_and_cleanup(db: Database, stores, version: str, collection: str | None = None) -> dict[str, Any]:
+    """The DAG's ``activate`` task: :func:`activate`, then :func:`cleanup` (its result as ``dropped``)."""
+    out = activate(db, version, collection)
+    out["dropped"] = cleanup(db, stores, version)
+    return out
+
+
 Step = tuple[str, Callable[[dict[str, Any]], Any]]
 
 

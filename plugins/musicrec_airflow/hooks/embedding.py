@@ -16,7 +16,11 @@ class EmbeddingHook(BaseHook):
     (``encoder.DEFAULT_MODEL``), ``device`` (``auto``), ``max_length``, ``bge_m3_path`` (the local
     BGE-M3 snapshot; nothing is ever downloaded; a worker's ``MUSICREC_BGE_M3_PATH`` wins). Task
     params override the connection. The settings reach the encoder as arguments, never through
-    ``os.environ``."""
+    ``os.environ``.
+
+    :param conn_id: the Airflow connection (conn type ``musicrec_embedding``; may be absent).
+    :param kwargs: passed to ``BaseHook``.
+    """
 
     conn_name_attr = "conn_id"
     default_conn_name = "embedding_default"

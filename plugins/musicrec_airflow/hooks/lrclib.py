@@ -15,7 +15,11 @@ from musicrec.lyrics.match import Song
 
 class LrclibHook(BaseHook):
     """Connection: ``host`` = ``https://lrclib.net`` (or a full API base ending in ``/api``); extra
-    ``rate_per_s``, ``concurrency``, ``timeout_s``, ``user_agent`` are the client's defaults."""
+    ``rate_per_s``, ``concurrency``, ``timeout_s``, ``user_agent`` are the client's defaults.
+
+    :param conn_id: the Airflow connection (conn type ``lrclib``; may be absent: the public service).
+    :param kwargs: passed to ``BaseHook``.
+    """
 
     conn_name_attr = "conn_id"
     default_conn_name = "lrclib_default"

@@ -15,7 +15,11 @@ from musicrec.vectors import milvus as mv
 
 class MilvusHook(BaseHook):
     """Connection fields: ``extra.uri`` (or host/port), ``extra.token`` (or password), ``extra.db``/schema,
-    ``extra.timeout`` (seconds)."""
+    ``extra.timeout`` (seconds).
+
+    :param conn_id: the Airflow connection (conn type ``milvus``).
+    :param kwargs: passed to ``BaseHook`` (e.g. ``logger_name``).
+    """
 
     conn_name_attr = "conn_id"
     default_conn_name = "milvus_default"

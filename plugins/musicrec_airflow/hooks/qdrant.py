@@ -14,7 +14,11 @@ from musicrec.vectors import qdrant as qd
 class QdrantLocalHook(QdrantHook):
     """``qdrant_default`` with extra ``{"path": "/…/data/qdrant"}`` opens qdrant-client local mode
     (through the factory ``musicrec.stores``: one shared client per folder and process); without
-    ``path`` it behaves exactly like the provider's hook (a Qdrant server)."""
+    ``path`` it behaves exactly like the provider's hook (a Qdrant server).
+
+    :param conn_id: the Airflow connection (conn type ``qdrant``; the provider's ``QdrantHook`` argument).
+    :param kwargs: passed to ``QdrantHook``.
+    """
 
     hook_name = "Qdrant (local mode capable)"
     store_kind = "qdrant"  # the VectorStore kind this hook builds (musicrec_airflow.hooks.stores)

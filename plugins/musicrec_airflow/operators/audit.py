@@ -1,7 +1,9 @@
-"""Thin operators of ``store_audit``: resolve params and connections, call ``musicrec.audit``."""
+"""Thin operators of ``store_audit``: every input a templated keyword argument (the DAG passes
+``{{ params.x }}``); each ``execute`` calls ``musicrec.audit``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -12,63 +14,71 @@ from musicrec.audit.core import AuditContext
 from musicrec.audit.lake import run_path
 from musicrec.audit.run import DEFAULT_MODE, SCOPES, check_mode, remaining, run_scope
 from musicrec.lake import storage
-from musicrec_airflow.hooks.milvus import MilvusHook
-from musicrec_airflow.hooks.mongo import mongo_database
-from musicrec_airflow.hooks.qdrant import QdrantLocalHook
-from musicrec_airflow.hooks.stores import vector_stores
 from musicrec_airflow.lake import lake_root
-from musicrec_airflow.params import truthy
+from musicrec_airflow.operators.base import StoreStep
+from musicrec_airflow.params import string_list, truthy
 
 VECTOR_SCOPES = {"als", "lyrics"}
 
 
-def selected_scopes(params: dict[str, Any]) -> list[str]:
-    value = params.get("scopes") or list(SCOPES)
-    if isinstance(value, str):
-        value = [s.strip() for s in value.split(",") if s.strip()]
-    unknown = sorted(set(value) - set(SCOPES))
+def selected_scopes(value: Any) -> list[str]:
+    """The run's scopes: a list, its JSON (``{{ params.scopes | tojson }}``) or comma-separated text;
+    empty = every scope."""
+    scopes = string_list(value) or list(SCOPES)
+    unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise AirflowFailException(f"unknown audit scopes {unknown}: choose from {list(SCOPES)}")
-    return list(value)
+    return scopes
 
 
-def audit_mode(params: dict[str, Any]) -> str:
-    """The run's ``mode`` param (``audit`` | ``plan`` | ``repair``), the one place the operators read it."""
+def audit_mode(value: Any) -> str:
+    """The run's mode (``audit`` | ``plan`` | ``repair``); empty = the default."""
     try:
-        return check_mode(params.get("mode") or DEFAULT_MODE)
+        return check_mode(str(value or "").strip() or DEFAULT_MODE)
     except ValueError as e:  # the DAG's enum Param refuses it first; this covers a DAG without one
         raise AirflowFailException(str(e)) from None
 
 
-class StoreAuditOperator(BaseOperator):
+class StoreAuditOperator(StoreStep):
     """Audit one scope against its sources of truth; in mode ``repair`` fix the findings and audit
     again (``plan``: list the repair, write nothing). The scope's part of the report goes to
-    ``audit/<run_id>/parts/<scope>.json``; XCom carries its path and counts only."""
+    ``audit/<run_id>/parts/<scope>.json``; XCom carries its path and counts only.
 
-    def __init__(self, *, scope: str, mongo_conn_id: str = "mongo_default",
-                 milvus_conn_id: str = MilvusHook.default_conn_name,
-                 qdrant_conn_id: str = QdrantLocalHook.default_conn_name, **kwargs: Any) -> None:
+    :param scope: the scope this task audits (``lake``, ``als`` or ``lyrics``).
+    :param scopes: the run's selected scopes (list, JSON list or comma text); not selected = skipped.
+    :param mode: ``audit``, ``plan`` or ``repair``.
+    :param grace_minutes: orphans younger than this are kept.
+    :param examples: example ids kept per finding type.
+    :param lake_checksums: hash every lake file (else sizes only); bool or rendered text.
+    :param batch_size: ids per repair batch.
+    :param mongo_conn_id: the MongoDB connection.
+    :param milvus_conn_id: the Milvus connection (vector scopes).
+    :param qdrant_conn_id: the Qdrant connection (vector scopes).
+    :param upstream_task_id: unused (the audit reads no upstream XCom).
+    :param placement_task_id: unused.
+    """
+
+    template_fields: Sequence[str] = ("scopes", "mode", "grace_minutes", "examples", "lake_checksums", "batch_size")
+
+    def __init__(self, *, scope: str, scopes: str | list[str] = "", mode: str = DEFAULT_MODE,
+                 grace_minutes: float | str = 60, examples: int | str = 20, lake_checksums: bool | str = True,
+                 batch_size: int | str = 500, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if scope not in SCOPES:
             raise ValueError(f"unknown audit scope {scope!r}")
         self.scope = scope
-        self.mongo_conn_id = mongo_conn_id
-        self.milvus_conn_id = milvus_conn_id
-        self.qdrant_conn_id = qdrant_conn_id
+        self.scopes, self.mode, self.grace_minutes = scopes, mode, grace_minutes
+        self.examples, self.lake_checksums, self.batch_size = examples, lake_checksums, batch_size
 
     def execute(self, context: Any) -> dict[str, Any]:
-        p = context["params"]
-        if self.scope not in selected_scopes(p):
+        if self.scope not in selected_scopes(self.scopes):
             raise AirflowSkipException(f"scope {self.scope} not in params.scopes")
         root = lake_root()
-        vectors = self.scope in VECTOR_SCOPES
-        conn_ids = {"milvus": self.milvus_conn_id, "qdrant": self.qdrant_conn_id}
-        ctx = AuditContext(db=mongo_database(self.mongo_conn_id), root=root,
-                           stores=vector_stores(conn_ids) if vectors else [],
-                           run_id=context["run_id"], lake_checksums=truthy(p.get("lake_checksums", True)),
-                           examples=int(p.get("examples", 20)))
-        part = run_scope(self.scope, ctx, mode=audit_mode(p), grace_minutes=float(p.get("grace_minutes", 60)),
-                         batch_size=int(p.get("batch_size", 500)))
+        ctx = AuditContext(db=self.db, root=root, stores=self.stores() if self.scope in VECTOR_SCOPES else [],
+                           run_id=context["run_id"], lake_checksums=truthy(self.lake_checksums),
+                           examples=int(self.examples))
+        part = run_scope(self.scope, ctx, mode=audit_mode(self.mode), grace_minutes=float(self.grace_minutes),
+                         batch_size=int(self.batch_size))
         rel = f"{run_path(context['run_id'])}/parts/{self.scope}.json"
         storage.write_json_atomic(root / rel, part)
         for plan in part["plans"]:
@@ -79,24 +89,34 @@ class StoreAuditOperator(BaseOperator):
 
 
 class AuditReportOperator(BaseOperator):
-    """``audit/<run_id>/report.json`` + ``report.html`` from the scope parts; the summary table in the log."""
+    """``audit/<run_id>/report.json`` + ``report.html`` from the scope parts; the summary table in the log.
 
-    def __init__(self, *, audit_task_ids: dict[str, str], **kwargs: Any) -> None:
+    :param audit_task_ids: scope → the task id that audited it.
+    :param scopes: the run's selected scopes (as :class:`StoreAuditOperator`'s).
+    :param mode: the run's mode (recorded in the report).
+    :param grace_minutes: the run's grace (recorded in the report).
+    :param max_findings: open findings the check tolerates (recorded in the report).
+    """
+
+    template_fields: Sequence[str] = ("scopes", "mode", "grace_minutes", "max_findings")
+
+    def __init__(self, *, audit_task_ids: dict[str, str], scopes: str | list[str] = "", mode: str = DEFAULT_MODE,
+                 grace_minutes: float | str = 60, max_findings: int | str = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.audit_task_ids = audit_task_ids  # scope -> task id
+        self.scopes, self.mode, self.grace_minutes, self.max_findings = scopes, mode, grace_minutes, max_findings
 
     def execute(self, context: Any) -> dict[str, Any]:
-        p = context["params"]
         root = lake_root()
         parts, failed = [], []
-        for scope in selected_scopes(p):
+        for scope in selected_scopes(self.scopes):
             meta = context["ti"].xcom_pull(task_ids=self.audit_task_ids[scope])
             if meta:
                 parts.append(storage.read_json(root / meta["part"]))
             else:  # selected but no result: the scope's task failed
                 failed.append(scope)
-        doc = report.build(context["run_id"], parts, mode=audit_mode(p),
-                           grace_minutes=float(p.get("grace_minutes", 60)), max_findings=int(p.get("max_findings", 0)),
+        doc = report.build(context["run_id"], parts, mode=audit_mode(self.mode),
+                           grace_minutes=float(self.grace_minutes), max_findings=int(self.max_findings),
                            failed_scopes=failed)
         paths = report.write(root, doc)
         self.log.info("store audit summary:\n%s", report.table(doc))
@@ -107,17 +127,24 @@ class AuditReportOperator(BaseOperator):
 
 class AuditCheckOperator(BaseOperator):
     """Fails (no retry: the outcome is deterministic) when the open findings exceed ``max_findings``,
-    so the DAG run is red and failure alerts fire."""
+    so the DAG run is red and failure alerts fire.
 
-    def __init__(self, *, report_task_id: str = "report", **kwargs: Any) -> None:
+    :param report_task_id: the task whose XCom is the report's summary.
+    :param max_findings: open findings tolerated (int or rendered text).
+    """
+
+    template_fields: Sequence[str] = ("max_findings",)
+
+    def __init__(self, *, report_task_id: str = "report", max_findings: int | str = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.report_task_id = report_task_id
+        self.max_findings = max_findings
 
     def execute(self, context: Any) -> dict[str, Any]:
         res = context["ti"].xcom_pull(task_ids=self.report_task_id)
         if not res:
             raise AirflowFailException("no report from the report task")
-        limit = int(context["params"].get("max_findings", 0))
+        limit = int(self.max_findings)
         if res.get("failed_scopes"):
             raise AirflowFailException(f"audit scopes {res['failed_scopes']} failed; see {res['report']['html']}")
         if res["remaining"] > limit:

@@ -10,8 +10,8 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from musicrec.lake import daily
-from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.lake import lake_root
+from musicrec_airflow.operators.base import MongoStep
 
 
 def run_day(context: Any, override: str | None = None) -> date:
@@ -29,7 +29,11 @@ def run_day(context: Any, override: str | None = None) -> date:
 
 
 class PlanLandingDayOperator(BaseOperator):
-    """Lists ``landing/date=D/`` and returns chunks of file names (one mapped clean task each)."""
+    """Lists ``landing/date=D/`` and returns chunks of file names (one mapped clean task each).
+
+    :param day: day D as ``YYYY-MM-DD``; empty = the start of the run's data interval.
+    :param max_chunks: chunks (mapped clean tasks) at most.
+    """
 
     template_fields: Sequence[str] = ("day", "max_chunks")
 
@@ -47,7 +51,11 @@ class PlanLandingDayOperator(BaseOperator):
 
 
 class CleanLandingFilesOperator(BaseOperator):
-    """Cleans one chunk of the day's landing files into staged Parquet + quarantine under ``work/``."""
+    """Cleans one chunk of the day's landing files into staged Parquet + quarantine under ``work/``.
+
+    :param file_names: the chunk's landing file names (one of the plan's XCom items).
+    :param day: day D as ``YYYY-MM-DD``; empty = the start of the run's data interval.
+    """
 
     template_fields: Sequence[str] = ("day", "file_names")
 
@@ -60,17 +68,20 @@ class CleanLandingFilesOperator(BaseOperator):
         return daily.clean_files(lake_root(), run_day(context, self.day), list(self.file_names))
 
 
-class MergeLandingDayOperator(BaseOperator):
-    """Publishes ``listens/date=D/daily.parquet`` + quarantine and updates the registry; skips on no data."""
+class MergeLandingDayOperator(MongoStep):
+    """Publishes ``listens/date=D/daily.parquet`` + quarantine and updates the registry; skips on no data.
+
+    :param plan_task_id: the plan task whose XCom lists the day's chunks.
+    :param day: day D as ``YYYY-MM-DD``; empty = the start of the run's data interval.
+    :param mongo_conn_id: the MongoDB connection (:class:`MongoStep`).
+    """
 
     template_fields: Sequence[str] = ("day",)
 
-    def __init__(self, *, plan_task_id: str = "plan", day: str = "", mongo_conn_id: str = "mongo_default",
-                 **kwargs: Any) -> None:
+    def __init__(self, *, plan_task_id: str = "plan", day: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan_task_id = plan_task_id
         self.day = day
-        self.mongo_conn_id = mongo_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
         day = run_day(context, self.day)
@@ -79,6 +90,6 @@ class MergeLandingDayOperator(BaseOperator):
         if not files:
             raise AirflowSkipException(f"no landing data for {day}: the lake is unchanged")
         root = lake_root()
-        result = daily.merge_day(root, day, files, mongo_database(self.mongo_conn_id), run_id=context["run_id"])
+        result = daily.merge_day(root, day, files, self.db, run_id=context["run_id"])
         daily.cleanup_work(root, day)
         return result

@@ -9,8 +9,8 @@ from airflow.sdk import BaseOperator, Variable
 
 from musicrec.ids import slug
 from musicrec.lake import download, importer
-from musicrec_airflow.hooks.mongo import mongo_database
 from musicrec_airflow.lake import lake_root, source_path
+from musicrec_airflow.operators.base import MongoStep
 from musicrec_airflow.sources import allowed_sources, refusals_fail
 
 SOURCE_URL_VARIABLE = "musicrec_listens_source_url"
@@ -20,7 +20,13 @@ class DownloadDatasetOperator(BaseOperator):
     """Download ``source_url`` (http(s)/file/s3) into ``raw/<dataset>/``; resumable, checksummed.
 
     The URL must pass Variable ``musicrec_allowed_sources`` (``musicrec.sources``); at most
-    ``max_bytes`` are fetched."""
+    ``max_bytes`` are fetched.
+
+    :param source_url: http(s)/file/s3 URL of the dump; empty = Variable ``musicrec_listens_source_url``.
+    :param sha256: the expected sha256 of the file; empty = not checked.
+    :param dataset: the dataset slug under ``raw/``.
+    :param max_bytes: refuse a larger source; empty = the default (4 GiB).
+    """
 
     template_fields: Sequence[str] = ("source_url", "sha256", "dataset", "max_bytes")
 
@@ -49,7 +55,11 @@ class DownloadDatasetOperator(BaseOperator):
 
 
 class CleanListensOperator(BaseOperator):
-    """Clean ``raw/<dataset>/`` into staged rows + quarantine (``musicrec.lake.importer.clean_raw``)."""
+    """Clean ``raw/<dataset>/`` into staged rows + quarantine (``musicrec.lake.importer.clean_raw``).
+
+    :param dataset: the dataset slug under ``raw/``.
+    :param max_unpacked_bytes: refuse an archive that unpacks to more; empty = the default (64 GiB).
+    """
 
     template_fields: Sequence[str] = ("dataset", "max_unpacked_bytes")
 
@@ -66,16 +76,18 @@ class CleanListensOperator(BaseOperator):
         return {k: v for k, v in result.items() if k != "parts"} | {"parts": len(result["parts"])}
 
 
-class PartitionListensOperator(BaseOperator):
-    """Write ``listens/date=D/import-<dataset>.parquet`` and ``profiles/users.parquet``; registry."""
+class PartitionListensOperator(MongoStep):
+    """Write ``listens/date=D/import-<dataset>.parquet`` and ``profiles/users.parquet``; registry.
+
+    :param dataset: the dataset slug under ``raw/``.
+    :param mongo_conn_id: the MongoDB connection (:class:`MongoStep`).
+    """
 
     template_fields: Sequence[str] = ("dataset",)
 
-    def __init__(self, *, dataset: str = "lastfm-1k", mongo_conn_id: str = "mongo_default", **kwargs: Any):
+    def __init__(self, *, dataset: str = "lastfm-1k", **kwargs: Any):
         super().__init__(**kwargs)
         self.dataset = dataset
-        self.mongo_conn_id = mongo_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        db = mongo_database(self.mongo_conn_id)
-        return importer.partition_clean(lake_root(), slug(self.dataset), db, run_id=context["run_id"])
+        return importer.partition_clean(lake_root(), slug(self.dataset), self.db, run_id=context["run_id"])

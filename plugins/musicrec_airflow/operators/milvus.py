@@ -1,15 +1,14 @@
 """Generic Milvus operators: Parquet vectors from the lake → a collection; build + verify + load an index.
 
 Both delegate to ``musicrec.vectors.milvus``; both are idempotent (upsert by primary key, stale keys
-deleted; an index that already matches is kept). Lyrics mode (``lyrics_embeddings``): the upsert takes
-the delta parts of the run from ``delta_task_id``'s XCom (``musicrec.embeddings.embed``) into the hybrid
-collection; the index operator builds every vector field of it (``hybrid=True``).
+deleted; an index that already matches is kept). The hybrid lyrics collection has its own operators
+(``operators.embeddings.LyricsMilvusUpsertOperator`` / ``LyricsMilvusIndexOperator``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -18,30 +17,28 @@ from musicrec.lake.reader import local_file
 from musicrec.vectors import milvus as mv
 from musicrec_airflow.hooks.milvus import MilvusHook
 from musicrec_airflow.lake import lake_root
-from musicrec_airflow.params import truthy
+from musicrec_airflow.params import json_value
 
 
 class MilvusUpsertOperator(BaseOperator):
     """Upsert the vectors of a lake Parquet file (``id_column`` + fixed-size-list ``vector_column``) into
     ``collection`` (created when missing: VARCHAR pk + FLOAT_VECTOR), then delete keys the file lacks.
 
-    With ``delta_task_id`` (lyrics mode) it upserts the lyrics delta parts that task's run wrote into the
-    hybrid collection (dense, sparse, text for BM25; validated before any write) and deletes nothing:
-    removals are the prune step's. The collection is ``embed.placement``'s: the live one, or — when
-    ``index_type``/``index_params`` differ from its dense index — a new physical collection filled with
-    every current vector, which ``activate`` swaps in after a recall check. Its XCom names it."""
+    :param collection: the target collection.
+    :param parquet_path: the Parquet file, relative to the lake root.
+    :param id_column: the primary-key column.
+    :param vector_column: the vector column.
+    :param batch_size: rows per upsert batch.
+    :param delete_missing: delete keys of the collection the file lacks.
+    :param milvus_conn_id: the Milvus connection.
+    """
 
-    template_fields: Sequence[str] = ("collection", "parquet_path", "index_type", "index_params")
+    template_fields: Sequence[str] = ("collection", "parquet_path")
 
-    def __init__(self, *, collection: str = "", parquet_path: str = "", id_column: str = "track_id",
-                 index_type: str = "", index_params: str | dict[str, Any] | None = None,
+    def __init__(self, *, collection: str, parquet_path: str, id_column: str = "track_id",
                  vector_column: str = "vector", batch_size: int = 2000, delete_missing: bool = True,
-                 delta_task_id: str | None = None, mongo_conn_id: str = "mongo_default",
                  milvus_conn_id: str = MilvusHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.delta_task_id = delta_task_id
-        self.index_type, self.index_params = index_type, index_params
-        self.mongo_conn_id = mongo_conn_id
         self.collection = collection
         self.parquet_path = parquet_path
         self.id_column = id_column
@@ -50,48 +47,40 @@ class MilvusUpsertOperator(BaseOperator):
         self.delete_missing = delete_missing
         self.milvus_conn_id = milvus_conn_id
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        hook = MilvusHook(self.milvus_conn_id)
-        if self.delta_task_id:
-            from musicrec.embeddings import embed
-            from musicrec_airflow.hooks.mongo import mongo_database
+    @cached_property
+    def hook(self) -> MilvusHook:
+        return MilvusHook(self.milvus_conn_id)
 
-            info = context["ti"].xcom_pull(task_ids=self.delta_task_id)
-            if not info:
-                raise ValueError(f"no result from task {self.delta_task_id}")
-            if self.collection and self.collection != info["collection"]:
-                raise ValueError(f"collection {self.collection} != {info['collection']} of {self.delta_task_id}")
-            params = self.index_params
-            if isinstance(params, str):
-                params = json.loads(params) if params.strip() else None
-            dense = mv.IndexSpec(self.index_type, "IP", params) if self.index_type else None
-            # the index decides the physical collection: a change on the live one goes to a new one
-            return embed.upsert_run_primary(hook.store(), mongo_database(self.mongo_conn_id), lake_root(), info,
-                                            context["run_id"], dense_index=dense)
+    def execute(self, context: Any) -> dict[str, Any]:
         if not self.collection or not self.parquet_path:
-            raise ValueError("collection and parquet_path are required (or delta_task_id for lyrics deltas)")
-        return mv.upsert_parquet(hook.conn, self.collection, local_file(lake_root(), self.parquet_path), id_col=self.id_column,
-                                 vector_col=self.vector_column, batch_rows=self.batch_size,
+            raise ValueError("collection and parquet_path are required")
+        return mv.upsert_parquet(self.hook.conn, self.collection, local_file(lake_root(), self.parquet_path),
+                                 id_col=self.id_column, vector_col=self.vector_column, batch_rows=self.batch_size,
                                  delete_missing=self.delete_missing)
 
 
 class MilvusIndexOperator(BaseOperator):
     """Create the index with the given params, wait until it is really built (on Milvus Lite only types
     it builds are accepted; ``verify_parquet`` adds a search-recall check against exact search), load.
+    The returned XCom reports what ``describe_index`` says was built.
 
-    ``hybrid=True`` (the lyrics collection): the index type/params apply to the dense field; the sparse
-    fields get SPARSE_INVERTED_INDEX (IP; BM25 on ``text_bm25``); each is checked as built, then the
-    collection is loaded once. The returned XCom reports what ``describe_index`` says was built."""
+    :param collection: the collection.
+    :param field: the vector field to index.
+    :param index_type: the index type.
+    :param metric_type: the metric.
+    :param index_params: the build params (JSON object or text; empty = Milvus's defaults).
+    :param verify_parquet: a lake Parquet file of the same vectors for the recall check; empty = none.
+    :param timeout_s: seconds to wait for the index to be built.
+    :param milvus_conn_id: the Milvus connection.
+    """
 
-    template_fields: Sequence[str] = ("collection", "index_type", "metric_type", "index_params", "verify_parquet",
-                                      "hybrid")
+    template_fields: Sequence[str] = ("collection", "index_type", "metric_type", "index_params", "verify_parquet")
 
     def __init__(self, *, collection: str, field: str = mv.VECTOR_FIELD, index_type: str = "HNSW",
                  metric_type: str = "IP", index_params: dict[str, Any] | str | None = None,
-                 verify_parquet: str = "", timeout_s: float = 1800.0, hybrid: bool | str = False,
+                 verify_parquet: str = "", timeout_s: float = 1800.0,
                  milvus_conn_id: str = MilvusHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.hybrid = hybrid
         self.collection = collection
         self.field = field
         self.index_type = index_type
@@ -101,19 +90,13 @@ class MilvusIndexOperator(BaseOperator):
         self.timeout_s = timeout_s
         self.milvus_conn_id = milvus_conn_id
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        client = MilvusHook(self.milvus_conn_id).conn
-        params = self.index_params
-        if isinstance(params, str):
-            params = json.loads(params) if params.strip() else None
-        spec = mv.IndexSpec(self.index_type, self.metric_type, params)
-        if truthy(self.hybrid):
-            from musicrec.embeddings import embed
+    @cached_property
+    def hook(self) -> MilvusHook:
+        return MilvusHook(self.milvus_conn_id)
 
-            built = embed.build_indexes(mv.MilvusStore(client), self.collection, dense_index=spec,
-                                        timeout_s=self.timeout_s)
-            self.log.info("indexes of %s: %s", self.collection, built)
-            return {"collection": self.collection, "fields": built}
+    def execute(self, context: Any) -> dict[str, Any]:
+        spec = mv.IndexSpec(self.index_type, self.metric_type, json_value(self.index_params))
+        client = self.hook.conn
         desc = mv.ensure_index(client, self.collection, spec, field=self.field, timeout_s=self.timeout_s)
         out: dict[str, Any] = {"collection": self.collection, "index_type": desc.get("index_type"),
                                "metric_type": desc.get("metric_type"), "indexed_rows": desc.get("indexed_rows")}
