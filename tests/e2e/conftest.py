@@ -12,7 +12,8 @@ import pytest
 from tests.e2e.airflow_standalone import Standalone
 
 
-@pytest.fixture(scope="session")
+# package scope: stopped when tests/e2e is done, not left running (a core's tenth) through the rest of the suite
+@pytest.fixture(scope="package")
 def airflow_standalone(tmp_root: Path, tiny_sample, mongo_uri: str, milvus_uri: str) -> Iterator[Standalone]:
     """Scheduler, dag-processor, triggerer and API server with their own data dir, SQLite db and lake.
 
