@@ -124,7 +124,7 @@ class FileStats:
                 "quarantined": dict(self.quarantined)}
 
 
-def _parse_ts(value: Any) -> datetime | None:
+def parse_ts(value: Any) -> datetime | None:
     """ISO-8601 (UTC when no offset) or epoch milliseconds → aware UTC datetime, else None."""
     try:
         if isinstance(value, bool):
@@ -220,7 +220,7 @@ def _clean_line(raw: bytes, day: date, ids: dict[tuple[str, str], str]) -> tuple
         return "empty_user", {}
     if id_problem(user):
         return "bad_user_id", {}
-    ts = _parse_ts(obj.get("ts"))
+    ts = parse_ts(obj.get("ts"))
     if ts is None:
         return "bad_timestamp", {}
     if ts.date() != day:

@@ -28,7 +28,7 @@ from musicrec.ids import derived_track_id, id_problem
 
 # the landing files' timestamp rules (ISO-8601, offset → UTC, none = UTC; or epoch milliseconds),
 # so an event means the same whether it came through the API or a landing file
-from musicrec.lake.daily import _parse_ts as parse_ts
+from musicrec.lake.daily import parse_ts
 from musicrec.lake.schema import ACTIONS
 
 COLLECTION = "listen_events"
