@@ -9,6 +9,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pip's find-links/extra-index warnings on these machines are noise, not errors.
 QUIET_PIP := sed -u '/is ignored: it is neither a file nor a directory/d'
+# Two pytest workers (pytest-xdist): much of the suite waits on servers and schedulers, so two
+# workers overlap those waits on 2 cores. A test file (and the whole e2e package, which shares one
+# airflow standalone) runs on one worker; see tests/conftest.py. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?= $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 .PHONY: help install run test services stop status airflow serve bench lint lock clean
 

@@ -257,3 +257,27 @@ def tiny_bge_m3(tmp_root: Path) -> Path:
     from tests.tiny_bge_m3 import build
 
     return build(tmp_root / "tiny-bge-m3")
+
+
+
+# ----------------------------------------------------------------------------- pytest-xdist
+# `make test` runs two workers (-n 2). Tests are scheduled a file at a time, so module-scoped
+# fixtures (a Celery cluster, an Airflow database) start once; and the whole tests/e2e package is one
+# unit, because its files share one package-scoped `airflow standalone`. (xdist's own `loadgroup`
+# marks do not work on pytest 9: xdist 3.8 writes the group into `Node._nodeid`, which pytest 9
+# no longer reads.) tests/e2e sorts before tests/integration and tests/unit, so the longest unit
+# starts first.
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # xdist is in the test lock; without it pytest simply runs serially
+    LoadScopeScheduling = None
+
+if LoadScopeScheduling is not None:
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/e2e" if path.startswith("tests/e2e/") else path
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log) -> FileScheduling:
+        return FileScheduling(config, log)
