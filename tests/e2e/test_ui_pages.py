@@ -5,7 +5,7 @@ the alias moves and ``home()`` follows. Screenshots go to ``data/screenshots-ui/
 to ``docs/ui-*.png``.
 
 Independent of the other e2e files' order: it triggers what it needs (an import when the lake is empty,
-two ``als_training`` runs that differ in ``iterations`` and so name two versions, a ``store_audit`` run);
+``catalog_sync`` and ``lyrics_enrichment`` when no song has lyrics yet, two ``als_training`` runs that differ in ``iterations`` and so name two versions, a ``store_audit`` run);
 runs other tests made may exist beside them.
 """
 
@@ -134,6 +134,10 @@ def test_pages_in_the_browser_and_rollback(airflow_standalone: Standalone, ui_br
     if not db["lake_partitions"].count_documents({"dataset": "lastfm-1k"}):
         af.wait_run("listens_import", af.trigger("listens_import", {"source_url": tiny_sample.archive.as_uri(),
                                                                     "dataset": "lastfm-1k"}), timeout_s=240)
+    if not db["songs"].count_documents({"lyrics.status": {"$exists": True}}):  # the catalog and its lyrics
+        af.unpause("catalog_sync", "lyrics_enrichment")
+        af.wait_run("catalog_sync", af.trigger("catalog_sync", {}), timeout_s=240)
+        af.wait_run("lyrics_enrichment", af.trigger("lyrics_enrichment", {"provider": "dump"}), timeout_s=300)
     versions = []
     for iterations in (3, 4):  # two versions: the first retained, the second active
         run_id = af.trigger("als_training", TRAIN | {"iterations": iterations})
@@ -173,7 +177,10 @@ def test_pages_in_the_browser_and_rollback(airflow_standalone: Standalone, ui_br
     browser.shot("audit")
     _docs_copy("audit", "ui-audit.png")
     d.get(af.url + "/plugin/musicrec-lyrics")
-    _in_frame(browser, "#lyrics-counts", "the Lyrics page")
+    runs = _in_frame(browser, "#lyrics-runs", "the Lyrics page")
+    assert "dump" in runs.text  # the provider of the runs, from their fetch tasks' XCom
+    found = int(d.find_elements(By.CSS_SELECTOR, "#lyrics-counts td")[0].text)
+    assert found == db["songs"].count_documents({"lyrics.status": "found"}) > 0
     d.switch_to.default_content()
     browser.shot("lyrics")
     _docs_copy("lyrics", "ui-lyrics.png")
