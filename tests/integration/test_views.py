@@ -119,3 +119,19 @@ def test_lyrics_coverage_backlog_and_runs(mongo_db):
     assert {p["provider"]: p["songs"] for p in out["providers"]} == {"api": 7, "dump": 3}
     assert views.lyrics(mongo_db)["runs"] is None
 
+
+
+def test_the_library_modules_import_no_airflow():
+    """``musicrec.views`` and ``musicrec.als.rollback`` are library code: the serving API or a script uses them
+    without Airflow installed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    include = Path(__file__).resolve().parents[2] / "include"
+    code = ("import sys, musicrec.views, musicrec.als.rollback; "
+            "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(include)))
+    assert out.stdout.strip() == "[]", out.stdout
