@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ MONGO_CONN_ID = "mongo_default"
 LYRICS_DAG, LYRICS_FETCH_TASKS = "lyrics_enrichment", ("fetch_dump", "fetch_api")
 ALS_DAG, ALS_TRAIN_TASK = "als_training", "train"
 AUDIT_DAG = "store_audit"
+RETRY_S = 30.0
 
 
 @dataclass
@@ -33,29 +35,36 @@ _lock = threading.Lock()
 _cached: dict[str, Any] = {}
 
 
-def _open() -> Sources:
-    from musicrec_airflow.hooks.mongo import mongo_database
+def _serving_store() -> tuple[Any, str | None]:
     from musicrec_airflow.hooks.stores import serving_store
-    from musicrec_airflow.lake import lake_root
 
-    db = mongo_database(MONGO_CONN_ID)
-    root = lake_root()
-    store, error = None, None
     try:
-        store = serving_store()
+        return serving_store(), None
     except Exception as e:  # Milvus down or unset: the pages render from Mongo and the lake
         log.warning("the serving vector store is unreachable: %s", e)
-        error = f"{type(e).__name__}: {e}"
-    return Sources(db=db, root=root, store=store, store_error=error)
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _open() -> Sources:
+    from musicrec_airflow.hooks.mongo import mongo_database
+    from musicrec_airflow.lake import lake_root
+
+    store, error = _serving_store()
+    return Sources(db=mongo_database(MONGO_CONN_ID), root=lake_root(), store=store, store_error=error)
 
 
 def get_sources() -> Sources:
     """The FastAPI dependency: the clients, made on first use and shared by the process's requests
-    (pymongo's and pymilvus' clients are thread-safe); an unreachable vector store is retried next time."""
+    (pymongo's and pymilvus' clients are thread-safe); an unreachable vector store is retried on the
+    next request after ``RETRY_S`` (the Mongo client and the lake root are kept)."""
     with _lock:
         src = _cached.get("sources")
-        if src is None or src.store is None:
+        if src is None:
             src = _cached["sources"] = _open()
+        elif src.store is None and time.monotonic() >= _cached.get("retry_at", 0):
+            src.store, src.store_error = _serving_store()
+        if src.store is None:  # a down Milvus costs one connect timeout per RETRY_S, not one per page
+            _cached["retry_at"] = time.monotonic() + RETRY_S
         return src
 
 
