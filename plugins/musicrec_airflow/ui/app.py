@@ -108,7 +108,7 @@ def create_app() -> FastAPI:
         chart = charts.line_chart([t["at"][:16] if t["at"] else t["run_id"] for t in data["trend"]],
                                   {"findings": [t["findings"] for t in data["trend"]],
                                    "open after repair": [t["remaining"] for t in data["trend"]]},
-                                  title="store audit findings per run", fmt="{:.0f}")
+                                  title="store audit findings per run", fmt="{:.0f}", integer=True)
         return _page("audits.html", request, data=data, chart=chart, dag_id=AUDIT_DAG)
 
     def audit_run_data(src: Sources, dag_id: str, run_id: str) -> dict[str, Any]:

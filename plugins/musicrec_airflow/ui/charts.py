@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 
 from markupsafe import Markup
@@ -12,8 +13,9 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 
 
 def line_chart(labels: Sequence[str], series: dict[str, Sequence[float | None]], *, title: str,
-               width: int = 720, height: int = 260, fmt: str = "{:.4f}") -> Markup:
-    """One line per series over the categorical x axis ``labels`` (a point per label; None = gap).
+               width: int = 720, height: int = 260, fmt: str = "{:.4f}", integer: bool = False) -> Markup:
+    """One line per series over the categorical x axis ``labels`` (a point per label; None = gap);
+    ``integer``: the y axis counts whole things.
     ``aria-label`` and a ``<title>`` per point carry the numbers for tests and screen readers."""
     esc = html.escape
     left, right, top, bottom = 60, 150, 20, 60
@@ -21,6 +23,8 @@ def line_chart(labels: Sequence[str], series: dict[str, Sequence[float | None]],
     values = [v for vs in series.values() for v in vs if v is not None]
     top_v = max(values) if values else 1.0
     top_v = top_v * 1.1 if top_v > 0 else 1.0
+    if integer:  # counts: whole ticks (0, 1, 2, … at least 4 on the axis)
+        top_v = float(max(4, math.ceil(top_v / 4) * 4))
     n = len(labels)
 
     def x(i: int) -> float:
