@@ -10,7 +10,8 @@ import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAG_IDS = {"listens_import", "listens_daily", "catalog_sync", "als_training", "lyrics_embeddings"}
+EXPECTED_DAG_IDS = {"listens_import", "listens_daily", "catalog_sync", "als_training", "lyrics_embeddings",
+                    "als_rollback"}
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +139,12 @@ def test_store_audit_mode_param_refuses_the_old_booleans(dagbag):
                        ({"repair": True, "dry_run": True}, '"mode": "repair"'), ({"mode": "fix"}, "'plan'")):
         with pytest.raises(ParamValidationError, match=hint):
             params.deep_merge(conf).validate()
+
+
+def test_als_rollback_is_manual_and_emits_the_music_collection(dagbag):
+    dag = dagbag.dags["als_rollback"]
+    assert type(dag.timetable).__name__ == "NullTimetable"  # manual only
+    assert dag.max_active_runs == 1 and set(dag.params) >= {"to_version"}
+    (task,) = dag.tasks
+    assert task.pool == "qdrant_local"  # the swap moves the Qdrant mirror's alias too
+    assert [a.name for a in task.outlets] == ["milvus_music_collection"]

@@ -87,11 +87,18 @@ def _subset_file(path: Path, id_col: str, ids: list[str], spill_dir: str | None)
 
 
 def plans(ctx: AuditContext) -> list[ScopePlan]:
-    db = ctx.db
-    doc = publish.active_model(db)
+    doc = publish.active_model(ctx.db)
     if doc is None:
         return [ScopePlan("als_items", skipped="no active ALS model"),
                 ScopePlan("als_users", skipped="no active ALS model")]
+    return model_plans(ctx, doc)
+
+
+def model_plans(ctx: AuditContext, doc: dict[str, Any]) -> list[ScopePlan]:
+    """The scope's plans for model document ``doc``: the active one (:func:`plans`), or a retained one that
+    a roll-back checks before serving it again (``musicrec.als.rollback``; its alias finding is expected
+    there: the alias serves another version until the roll-back swaps it)."""
+    db = ctx.db
     version = doc["_id"]
     dim = int(doc["params"]["factors"])
     arts = {a["kind"]: a["path"] for a in doc.get("artifacts", [])}
