@@ -138,3 +138,29 @@ def test_store_audit_mode_param_refuses_the_old_booleans(dagbag):
                        ({"repair": True, "dry_run": True}, '"mode": "repair"'), ({"mode": "fix"}, "'plan'")):
         with pytest.raises(ParamValidationError, match=hint):
             params.deep_merge(conf).validate()
+
+
+def test_change_stream_assets_schedule_the_freshness_dags(dagbag):
+    """Issue 18: AssetWatchers on songs (text edits → lyrics_embeddings; inserts → lyrics_enrichment)
+    and listen_events (→ user_refresh); each watcher runs a MongoChangeStreamTrigger (an event trigger)."""
+    from airflow.triggers.base import BaseEventTrigger
+
+    from musicrec_airflow import assets
+
+    watched = {a.name: a.watchers[0].trigger for a in (assets.MONGO_SONGS_TEXT_CHANGES, assets.MONGO_SONGS_NEW,
+                                                       assets.MONGO_LISTEN_EVENTS)}
+    assert all(isinstance(t, BaseEventTrigger) for t in watched.values())
+    assert watched["mongo_songs_text_changes"].fields == ["title", "artist", "lyrics.plain"]
+    assert watched["mongo_songs_new"].operations == ["insert"]
+    assert (watched["mongo_listen_events"].collection, watched["mongo_listen_events"].key) == ("listen_events",
+                                                                                               "user_id")
+    assert len({t.name for t in watched.values()}) == 3  # one resume token each
+
+    def schedule(dag_id: str) -> str:
+        tt = dagbag.dags[dag_id].timetable
+        return repr(getattr(tt, "asset_condition", tt))
+
+    assert "mongo_songs_text_changes" in schedule("lyrics_embeddings") and "mongo_lyrics" in schedule(
+        "lyrics_embeddings")
+    assert dagbag.dags["lyrics_embeddings"].get_task("embed").changes_stream == assets.SONGS_TEXT_STREAM
+    assert "mongo_songs_new" in schedule("lyrics_enrichment") and "mongo_songs" in schedule("lyrics_enrichment")

@@ -115,13 +115,13 @@ class WatchSpec:
 def _paths(fields: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Dotted paths of an ``updatedFields`` document, nested sub-documents expanded (a server that
     reports ``{lyrics: {plain: …}}`` for ``$set: {"lyrics.plain": …}`` then reads like one that
-    reports ``lyrics.plain``; a whole sub-document set also yields its own path)."""
+    reports ``lyrics.plain``)."""
     out = []
     for k, v in fields.items():
         path = f"{prefix}{k}"
-        out.append(path)
-        if isinstance(v, Mapping) and v:
-            out += _paths(v, path + ".")
+        # a non-empty sub-document stands for its leaves only: SecantusDB reports ``$set
+        # {"lyrics.sha256": …}`` as ``{lyrics: {sha256: …}}``, which must not read as "all of lyrics"
+        out += _paths(v, path + ".") if isinstance(v, Mapping) and v else [path]
     return out
 
 
@@ -295,6 +295,19 @@ def batch_ids(db: Any, payloads: Sequence[Mapping[str, Any]]) -> list[str]:
             if isinstance(i, str):
                 out[i] = None
     return list(out)
+
+
+def watched_ids(db: Any, extras: Sequence[Mapping[str, Any]], stream: str) -> list[str] | None:
+    """The ids a DAG run should work on, from the ``extra`` of its triggering asset events: the
+    union of this stream's batches when every event is one of them; ``None`` (= do everything, the
+    safety net) for a run with no events (scheduled, manual) or with any other event."""
+    payloads = []
+    for extra in extras:
+        payload = (extra or {}).get("payload") if (extra or {}).get("from_trigger") else None
+        if not isinstance(payload, Mapping) or payload.get("stream") != stream:
+            return None
+        payloads.append(payload)
+    return batch_ids(db, payloads) if payloads else None
 
 
 def mark_served(db: Any, payloads: Sequence[Mapping[str, Any]], run_id: str) -> int:

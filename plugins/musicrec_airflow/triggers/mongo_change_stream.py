@@ -92,3 +92,10 @@ class MongoChangeStreamTrigger(BaseEventTrigger):
                 await stream.mark_emitted(db, batch)
         finally:
             await db.client.close()
+
+
+def triggering_extras(context: Any) -> list[dict[str, Any]]:
+    """The ``extra`` of every asset event that triggered the task's DAG run (``[]`` for a run
+    without any: scheduled, manual, backfill); feed it to :func:`musicrec.events.stream.watched_ids`."""
+    events = context.get("triggering_asset_events") or {}
+    return [dict(e.extra or {}) for evs in events.values() for e in evs]
