@@ -10,7 +10,8 @@ import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAG_IDS = {"listens_import", "listens_daily", "catalog_sync", "als_training", "lyrics_embeddings"}
+EXPECTED_DAG_IDS = {"listens_import", "listens_daily", "catalog_sync", "als_training", "lyrics_embeddings",
+                    "user_refresh"}
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +165,6 @@ def test_change_stream_assets_schedule_the_freshness_dags(dagbag):
         "lyrics_embeddings")
     assert dagbag.dags["lyrics_embeddings"].get_task("embed").changes_stream == assets.SONGS_TEXT_STREAM
     assert "mongo_songs_new" in schedule("lyrics_enrichment") and "mongo_songs" in schedule("lyrics_enrichment")
+    refresh = dagbag.dags["user_refresh"]
+    assert "mongo_listen_events" in schedule("user_refresh") and refresh.max_active_runs == 1
+    assert refresh.get_task("fold_in").changes_stream == assets.LISTEN_USERS_STREAM
