@@ -90,11 +90,13 @@ def breakdown(db, api: Api | None, dag_id: str, stream: str, t_change: datetime,
     if batch:
         out["batch"] = (batch["created_at"].replace(tzinfo=UTC) - t_change).total_seconds()
     if api:
+        # the first asset-triggered run queued after the change (an earlier run still going when the
+        # change came does not serve it: its events were taken before)
         runs = [r for r in api.runs(dag_id, t_change - timedelta(minutes=5))
-                if r["run_type"] == "asset_triggered" and ts(r.get("end_date")) and ts(r["end_date"]) <= t_done
-                and ts(r["end_date"]) >= t_change]
+                if r["run_type"] == "asset_triggered" and ts(r.get("queued_at")) and ts(r["queued_at"]) >= t_change
+                and ts(r["queued_at"]) <= t_done]
         if runs:
-            r = min(runs, key=lambda r: r["end_date"])
+            r = min(runs, key=lambda r: r["queued_at"])
             for key, field in (("queued", "queued_at"), ("started", "start_date"), ("ended", "end_date")):
                 if ts(r.get(field)):
                     out[key] = (ts(r[field]) - t_change).total_seconds()
