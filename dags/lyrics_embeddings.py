@@ -1,6 +1,9 @@
 """lyrics_embeddings: changed lyrics → embeddings → Milvus (hybrid: dense, sparse, BM25) + Qdrant mirror.
 
-Runs when ``mongo_lyrics`` is updated. ``embed`` (pool ``gpu``, the GPU queue) encodes the songs with
+Runs when ``mongo_lyrics`` is updated, and within seconds of an edit of a song's title, artist or plain
+lyrics in Mongo (the ``mongo_songs_text_changes`` change stream, issue 18): such a run embeds exactly the
+songs the triggering events name (events that arrive during a run are served by the next run); any
+other run scans for every changed song (the safety net). ``embed`` (pool ``gpu``, the GPU queue) encodes the songs with
 found lyrics whose ``songs.embedding`` (model id, lyrics hash) differs from the current model and
 lyrics — unchanged lyrics are never re-embedded, edited ones always are — into delta parts
 ``embeddings/<model_slug>/run=<run_id>/part-*.parquet`` (registered). Then: ``milvus_upsert`` into
@@ -21,7 +24,12 @@ from airflow.sdk import DAG, Param
 
 from musicrec import settings
 from musicrec.embeddings.encoder import DEFAULT_MODEL
-from musicrec_airflow.assets import MILVUS_LYRICS_EMBEDDINGS, MONGO_LYRICS
+from musicrec_airflow.assets import (
+    MILVUS_LYRICS_EMBEDDINGS,
+    MONGO_LYRICS,
+    MONGO_SONGS_TEXT_CHANGES,
+    SONGS_TEXT_STREAM,
+)
 from musicrec_airflow.defaults import POOL_GPU, POOL_QDRANT_LOCAL, default_args
 from musicrec_airflow.operators.embeddings import (
     EmbedLyricsOperator,
@@ -38,7 +46,9 @@ EMBED = "{{ ti.xcom_pull(task_ids='embed')"
 with DAG(
     dag_id="lyrics_embeddings",
     description="Embed changed lyrics into the hybrid Milvus collection and the Qdrant mirror",
-    schedule=[MONGO_LYRICS],
+    # lyrics_enrichment's updates, or a change stream on songs (title/artist/lyrics edits): a run
+    # triggered only by the stream embeds exactly the songs its events name
+    schedule=(MONGO_LYRICS | MONGO_SONGS_TEXT_CHANGES),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -62,7 +72,7 @@ with DAG(
     embed = EmbedLyricsOperator(task_id="embed", model="{{ params.model }}", batch_size="{{ params.batch_size }}",
                                 device="{{ params.device }}", max_length="{{ params.max_length }}",
                                 max_songs="{{ params.max_songs }}", part_size="{{ params.part_size }}",
-                                pool=POOL_GPU, queue=settings.gpu_queue())
+                                changes_stream=SONGS_TEXT_STREAM, pool=POOL_GPU, queue=settings.gpu_queue())
     milvus_upsert = LyricsMilvusUpsertOperator(task_id="milvus_upsert", collection=EMBED + "['collection'] }}",
                                                upstream_task_id="embed", index_type="{{ params.index_type }}",
                                                index_params="{{ params.index_params }}")

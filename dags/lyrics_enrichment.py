@@ -1,6 +1,7 @@
 """lyrics_enrichment: pending songs (popularity order) → LRCLIB (its dump, or its API) → ``songs.lyrics``.
 
-Runs when ``mongo_songs`` is updated, and hourly until nothing is pending. ``plan_*`` split the queue
+Runs when ``mongo_songs`` is updated, when new songs are inserted (the ``mongo_songs_new`` change
+stream), and hourly until nothing is pending. ``plan_*`` split the queue
 into at most ``max_chunks`` chunks (XCom: key bounds, never id lists); ``fetch_dump`` / ``fetch_api``
 (pool ``lrclib``: one API client at a time, so the rate limit is global) are mapped over them and
 write results as they go. Faults (timeouts, 429, 5xx, bad JSON) leave the song in ``error`` with a
@@ -13,14 +14,16 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
 
-from musicrec_airflow.assets import MONGO_LYRICS, MONGO_SONGS
+from musicrec_airflow.assets import MONGO_LYRICS, MONGO_SONGS, MONGO_SONGS_NEW
 from musicrec_airflow.defaults import POOL_LRCLIB, default_args
 from musicrec_airflow.operators.lyrics import LyricsFetchOperator, LyricsPlanOperator, LyricsReportOperator
 
 with DAG(
     dag_id="lyrics_enrichment",
     description="Fetch lyrics for pending songs from LRCLIB (dump or API) with resume",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"), assets=[MONGO_SONGS]),
+    # catalog_sync's updates, new songs inserted by anyone (a change stream, issue 18), or hourly
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"),
+                                 assets=(MONGO_SONGS | MONGO_SONGS_NEW)),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

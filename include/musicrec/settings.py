@@ -42,3 +42,9 @@ def staging_dir() -> Path:
 
 def duckdb_memory_limit() -> str:
     return os.environ.get("MUSICREC_DUCKDB_MEMORY", "2GB")
+
+
+def listen_events_retention() -> timedelta:
+    """How long Mongo keeps a ``listen_events`` document after it arrived, once the lake holds its day
+    (``MUSICREC_LISTEN_EVENTS_RETENTION_DAYS``, default 7; the TTL index is set to it)."""
+    return timedelta(days=float(os.environ.get("MUSICREC_LISTEN_EVENTS_RETENTION_DAYS", "7")))

@@ -79,6 +79,16 @@ def mongo_database(client_or_uri: Any, name: str | None = None, **kwargs: Any) -
     return client[name or DEFAULT_DB]
 
 
+def async_mongo_database(uri: str, name: str | None = None, **kwargs: Any) -> Any:
+    """pymongo's async client on ``uri`` and the project's database on it (change streams in the
+    triggerer); ``name`` like :func:`mongo_database`. Close it with ``await db.client.close()``."""
+    from pymongo import AsyncMongoClient
+    from pymongo.uri_parser import parse_uri
+
+    client = AsyncMongoClient(uri, **kwargs)
+    return client[name or parse_uri(uri).get("database") or DEFAULT_DB]
+
+
 def vector_store(settings: VectorStoreSettings) -> VectorStore:
     """One store from its settings (``musicrec.vectors.open_store``: the kind's module builds the client)."""
     return vectors.open_store(settings)

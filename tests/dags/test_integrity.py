@@ -11,7 +11,7 @@ import pytest
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
 EXPECTED_DAG_IDS = {"listens_import", "listens_daily", "catalog_sync", "als_training", "lyrics_embeddings",
-                    "als_rollback"}
+                    "als_rollback", "user_refresh"}
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +148,32 @@ def test_als_rollback_is_manual_and_emits_the_music_collection(dagbag):
     (task,) = dag.tasks
     assert task.pool == "qdrant_local"  # the swap moves the Qdrant mirror's alias too
     assert [a.name for a in task.outlets] == ["milvus_music_collection"]
+
+
+def test_change_stream_assets_schedule_the_freshness_dags(dagbag):
+    """Issue 18: AssetWatchers on songs (text edits → lyrics_embeddings; inserts → lyrics_enrichment)
+    and listen_events (→ user_refresh); each watcher runs a MongoChangeStreamTrigger (an event trigger)."""
+    from airflow.triggers.base import BaseEventTrigger
+
+    from musicrec_airflow import assets
+
+    watched = {a.name: a.watchers[0].trigger for a in (assets.MONGO_SONGS_TEXT_CHANGES, assets.MONGO_SONGS_NEW,
+                                                       assets.MONGO_LISTEN_EVENTS)}
+    assert all(isinstance(t, BaseEventTrigger) for t in watched.values())
+    assert watched["mongo_songs_text_changes"].fields == ["title", "artist", "lyrics.plain"]
+    assert watched["mongo_songs_new"].operations == ["insert"]
+    assert (watched["mongo_listen_events"].collection, watched["mongo_listen_events"].key) == ("listen_events",
+                                                                                               "user_id")
+    assert len({t.name for t in watched.values()}) == 3  # one resume token each
+
+    def schedule(dag_id: str) -> str:
+        tt = dagbag.dags[dag_id].timetable
+        return repr(getattr(tt, "asset_condition", tt))
+
+    assert "mongo_songs_text_changes" in schedule("lyrics_embeddings") and "mongo_lyrics" in schedule(
+        "lyrics_embeddings")
+    assert dagbag.dags["lyrics_embeddings"].get_task("embed").changes_stream == assets.SONGS_TEXT_STREAM
+    assert "mongo_songs_new" in schedule("lyrics_enrichment") and "mongo_songs" in schedule("lyrics_enrichment")
+    refresh = dagbag.dags["user_refresh"]
+    assert "mongo_listen_events" in schedule("user_refresh") and refresh.max_active_runs == 1
+    assert refresh.get_task("fold_in").changes_stream == assets.LISTEN_USERS_STREAM

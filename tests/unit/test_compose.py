@@ -39,8 +39,8 @@ AIRFLOW_SERVICES = {
     "airflow-worker",
     "airflow-worker-gpu",
 }
-OTHER_SERVICES = {"postgres", "redis", "mongodb", "minio", "minio-init", "etcd", "milvus", "qdrant"}
-ONE_SHOT = {"airflow-init", "minio-init"}
+OTHER_SERVICES = {"postgres", "redis", "mongodb", "mongodb-init", "minio", "minio-init", "etcd", "milvus", "qdrant"}
+ONE_SHOT = {"airflow-init", "minio-init", "mongodb-init"}
 STORES = {"postgres", "redis", "mongodb", "minio", "etcd", "milvus", "qdrant"}
 CONNECTION_ENV = (
     "AIRFLOW_CONN_MONGO_DEFAULT",
@@ -663,3 +663,19 @@ def test_interpolation_semantics():
     doc = {"a": ["${A:?x}", "${B:-d}", "$$C", "${D}", "$E"]}
     assert variables(doc) == {"A": {":?"}, "B": {":-"}, "D": {None}, "E": {None}}
     assert required_variables(doc) == {"A", "D", "E"}
+
+
+def test_mongodb_is_a_one_node_replica_set_with_an_init_step(compose):
+    """Change streams (issue 18) need a replica set: mongod runs with --replSet and a key file (auth is
+    on), a one-shot initiates it idempotently, and the triggerer and workers wait for that step."""
+    mongo = compose["services"]["mongodb"]
+    script = "\n".join(mongo["entrypoint"])
+    assert "--replSet rs0" in script and "--keyFile" in script and "docker-entrypoint.sh mongod" in script
+    init = compose["services"]["mongodb-init"]
+    text = "\n".join(init["entrypoint"])
+    assert 'rs.initiate({_id: "rs0", members: [{_id: 0, host: "mongodb:27017"}]})' in text
+    assert "NotYetInitialized" in text and "isWritablePrimary" in text
+    assert init["depends_on"]["mongodb"]["condition"] == "service_healthy"
+    for name in ("airflow-triggerer", "airflow-worker"):
+        deps = compose["services"][name]["depends_on"]
+        assert deps["mongodb-init"]["condition"] == "service_completed_successfully", name

@@ -21,11 +21,12 @@ clients are wrapped) and the encoder.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,6 +73,35 @@ def changed_songs(db: Database, model_id: str, *, limit: int | None = None) -> t
     return (todo[:limit] if limit else todo), no_hash
 
 
+def listed_songs(db: Database, track_ids: Sequence[str]) -> tuple[list[str], int]:
+    """The given songs that have found plain lyrics, in the given order, embedded whatever their
+    stamp says (an event-driven run: a title or artist edit changes the BM25 text, not the lyrics
+    hash). A ``lyrics.plain`` edited in place leaves ``lyrics.sha256`` stale: it is recomputed first,
+    so the stamp and the audit see the new text's hash. Returns (ids, found songs without text)."""
+    ids = list(dict.fromkeys(i for i in track_ids if isinstance(i, str)))
+    docs = _fetch(db, ids)
+    now = datetime.now(UTC)
+    todo, no_hash, fixes = [], 0, []
+    for tid in ids:
+        d = docs.get(tid)
+        if d is None:
+            continue  # gone, or no found lyrics: prune's business
+        lyr = d.get("lyrics") or {}
+        plain = lyr.get("plain") or ""
+        if not plain.strip():
+            no_hash += 1
+            continue
+        sha = hashlib.sha256(plain.encode()).hexdigest()
+        if lyr.get("sha256") != sha:
+            fixes.append(UpdateOne({"_id": tid, "lyrics.plain": plain},
+                                   {"$set": {"lyrics.sha256": sha, "updated_at": now}}))
+        todo.append(tid)
+    if fixes:
+        db[SONGS].bulk_write(fixes, ordered=False)
+        log.info("%d edited lyrics got their sha256 recomputed", len(fixes))
+    return todo, no_hash
+
+
 def run_parts(db: Database, model_slug: str, run_id: str) -> list[str]:
     """Lake paths of the delta parts this run wrote so far (from the registry), in part order."""
     prefix = store.run_dir(model_slug, run_id) + "/"
@@ -95,9 +125,12 @@ def _fetch(db: Database, ids: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def embed_changed(db: Database, root: LakePath, encoder: Encoder, run_id: str, *, batch_size: int = 32,
-                  part_size: int = 1024, max_songs: int | None = None, progress_s: float = 15.0
-                  ) -> dict[str, Any]:
-    """Encode the changed songs into this run's delta parts. Returns small metadata (XCom)."""
+                  part_size: int = 1024, max_songs: int | None = None, progress_s: float = 15.0,
+                  track_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Encode the changed songs into this run's delta parts. Returns small metadata (XCom).
+
+    ``track_ids`` (an event-driven run: the songs a change stream reported) embeds exactly those
+    (:func:`listed_songs`) instead of scanning for changed fingerprints."""
     started = time.monotonic()
     spec = encoder.spec
     registry.ensure_indexes(db)
@@ -105,7 +138,11 @@ def embed_changed(db: Database, root: LakePath, encoder: Encoder, run_id: str, *
     already: dict[str, str] = {}
     for rel in done_parts:  # a retry of this run: keep what its parts hold
         already.update(_part_ids(root, rel))
-    todo, no_hash = changed_songs(db, spec.model_id, limit=max_songs)
+    if track_ids is not None:
+        todo, no_hash = listed_songs(db, track_ids)
+        todo = todo[:max_songs] if max_songs else todo
+    else:
+        todo, no_hash = changed_songs(db, spec.model_id, limit=max_songs)
     todo = [i for i in todo if i not in already]
     counts = {"selected": len(todo) + len(already), "resumed": len(already), "embedded": 0, "skipped_empty": 0,
               "skipped_nan": 0, "no_lyrics_hash": no_hash}

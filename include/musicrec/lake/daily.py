@@ -11,7 +11,11 @@ Steps (each idempotent, each retry-safe):
    ``track_id``; the first line in file order wins), sorts by (``user_id``, ``ts``), atomically
    replaces its own file ``listens/date=D/daily.parquet`` (the import's file for D is never touched;
    readers dedupe across files) and ``quarantine/daily/date=D/part-00000.parquet``, and records both
-   in the ``lake_partitions`` registry.
+   in the ``lake_partitions`` registry. Day D's events in Mongo ``listen_events`` (the serving API's
+   ``POST /v1/events``, design §8) join the landing rows before the dedupe, after every landing
+   file in the first-wins order, so an event is loaded once whether it came as a file, through
+   Mongo or both; once the file is published and registered they are marked loaded, which lets
+   the TTL index on ``received_at`` expire them (:mod:`musicrec.events.listens`).
 
 :func:`process_day` runs the three in one process (tests, benchmarks, scripts).
 
@@ -46,8 +50,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pymongo.database import Database
 
-from musicrec import registry
+from musicrec import registry, settings
 from musicrec import scratch as scratch_dirs
+from musicrec.events import listens as listen_events
 from musicrec.ids import derived_track_id, id_problem
 from musicrec.lake import schema, storage
 from musicrec.lake.clean import (
@@ -289,27 +294,33 @@ def clean_files(root: LakePath, day: date, file_names: list[str], all_files: lis
 
 # ----------------------------------------------------------------------------- merge
 
-def merge_day(root: LakePath, day: date, file_names: list[str], db: Database, run_id: str) -> dict[str, Any]:
-    """Dedupe + sort the day's staged rows, publish ``daily.parquet`` + quarantine, update the registry."""
+def merge_day(root: LakePath, day: date, file_names: list[str], db: Database, run_id: str, *, events: bool = True
+              ) -> dict[str, Any]:
+    """Dedupe + sort the day's staged rows and ``listen_events``, publish ``daily.parquet`` + quarantine,
+    update the registry, then mark the events loaded (``events=False`` leaves Mongo's events out)."""
     started = time.monotonic()
     registry.ensure_indexes(db)
     work = work_dir(root, day)
     dest = root / "listens" / f"date={day.isoformat()}" / FILE_NAME
     rel = storage.relative(dest, root)
     q_dest = root / "quarantine" / PRODUCER / f"date={day.isoformat()}" / "part-00000.parquet"
-    if not file_names:
+    # the events are read before anything is written, so only events this file holds are marked loaded
+    api_rows, api_ids = (listen_events.day_table(db, day, STAGED_SCHEMA, file_no=len(file_names),
+                                                 line_no=lambda i: i)
+                         if events else (STAGED_SCHEMA.empty_table(), []))
+    if not file_names and not api_ids:
         kept = "kept" if dest.exists() else "none"
-        log.info("%s: no landing data; the existing daily file is %s", day, kept)
+        log.info("%s: no landing data and no listen_events; the existing daily file is %s", day, kept)
         return {"date": day.isoformat(), "status": "no_data", "rows": 0}
 
-    staged, quarantined = [], []
+    staged, quarantined = [api_rows], [schema.QUARANTINE.empty_table()]
     for name in sorted(file_names):
         for target, bucket in ((work / _staged_name(name), staged), (work / _quarantine_name(name), quarantined)):
             if not target.exists():
                 raise FileNotFoundError(f"{target} is missing: the clean task for {name} has not completed")
             with target.open("rb") as fh:
                 bucket.append(pq.read_table(fh))
-    rows = pa.concat_tables(staged) if staged else STAGED_SCHEMA.empty_table()
+    rows = pa.concat_tables([t.cast(STAGED_SCHEMA) for t in staged])
     rows_in = rows.num_rows
     rows = rows.sort_by([("user_id", "ascending"), ("ts", "ascending"), ("track_id", "ascending"),
                          ("file_no", "ascending"), ("line_no", "ascending")])
@@ -343,9 +354,13 @@ def merge_day(root: LakePath, day: date, file_names: list[str], db: Database, ru
             storage.delete(q_dest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    # only now does the lake hold the day (an event dropped as a duplicate is held by its twin)
+    marked = listen_events.mark_loaded(db, api_ids) if api_ids else 0
+    if events:
+        listen_events.ensure_ttl(db, settings.listen_events_retention())
     reasons = Counter(quarantine.column("reason").to_pylist())
     result = {"date": day.isoformat(), "status": status, "files": len(file_names), "rows": rows.num_rows,
-              "duplicates": duplicates, "quarantined": {r: reasons[r] for r in REASONS if reasons[r]},
+              "listen_events": len(api_ids), "marked_loaded": marked, "duplicates": duplicates, "quarantined": {r: reasons[r] for r in REASONS if reasons[r]},
               "path": rel, "seconds": round(time.monotonic() - started, 3)}
     log.info("%s: %s %d rows into %s, %d duplicates dropped, %d lines quarantined %s (%.2f s)", day, status,
              rows.num_rows, rel, duplicates, quarantine.num_rows, result["quarantined"], result["seconds"])

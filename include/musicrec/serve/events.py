@@ -16,7 +16,6 @@ Rejection reasons, first that applies: ``not_an_object``, ``empty_user``, ``bad_
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +23,9 @@ from typing import Any
 from pymongo import ASCENDING, UpdateOne
 from pymongo.database import Database
 
+# the listen_events contract (collection, event key) lives in musicrec.events.listens, which the lake
+# uses too; re-exported here under the names the API and its tests use
+from musicrec.events.listens import COLLECTION, event_id  # noqa: F401
 from musicrec.ids import derived_track_id, id_problem
 
 # the landing files' timestamp rules (ISO-8601, offset → UTC, none = UTC; or epoch milliseconds),
@@ -31,17 +33,8 @@ from musicrec.ids import derived_track_id, id_problem
 from musicrec.lake.daily import parse_ts
 from musicrec.lake.schema import ACTIONS
 
-COLLECTION = "listen_events"
 FUTURE_SLACK = timedelta(minutes=5)
 MAX_TEXT_BYTES = 1024
-
-
-def event_id(user_id: str, ts: datetime, track_id: str, action: str) -> str:
-    """sha256 hex of ``user_id \\t <ts as epoch ms> \\t track_id \\t action``: ids hold no tab or other
-    control character (:func:`musicrec.ids.id_problem`), so the joined text is unambiguous."""
-    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-    ms = (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-    return hashlib.sha256(f"{user_id}\t{ms}\t{track_id}\t{action}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)

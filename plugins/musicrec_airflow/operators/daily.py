@@ -69,7 +69,9 @@ class CleanLandingFilesOperator(BaseOperator):
 
 
 class MergeLandingDayOperator(MongoStep):
-    """Publishes ``listens/date=D/daily.parquet`` + quarantine and updates the registry; skips on no data.
+    """Publishes ``listens/date=D/daily.parquet`` (landing files + Mongo ``listen_events`` of D) +
+    quarantine, updates the registry, marks the events loaded (the TTL may then expire them); skips
+    when D has neither landing files nor events.
 
     :param plan_task_id: the plan task whose XCom lists the day's chunks.
     :param day: day D as ``YYYY-MM-DD``; empty = the start of the run's data interval.
@@ -87,9 +89,9 @@ class MergeLandingDayOperator(MongoStep):
         day = run_day(context, self.day)
         chunks = context["ti"].xcom_pull(task_ids=self.plan_task_id) or []
         files = sorted(name for chunk in chunks for name in chunk)
-        if not files:
-            raise AirflowSkipException(f"no landing data for {day}: the lake is unchanged")
         root = lake_root()
         result = daily.merge_day(root, day, files, self.db, run_id=context["run_id"])
+        if result["status"] == "no_data":
+            raise AirflowSkipException(f"no landing data for {day} and no listen_events: the lake is unchanged")
         daily.cleanup_work(root, day)
         return result

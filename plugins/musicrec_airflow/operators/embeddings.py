@@ -12,6 +12,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from musicrec.embeddings import embed
+from musicrec.events import stream
 from musicrec.vectors import milvus as mv
 from musicrec_airflow.hooks.embedding import EmbeddingHook
 from musicrec_airflow.hooks.milvus import MilvusHook
@@ -19,6 +20,7 @@ from musicrec_airflow.lake import lake_root
 from musicrec_airflow.operators.base import MongoStep, StoreStep
 from musicrec_airflow.params import json_value
 from musicrec_airflow.sources import check_model_param, refusals_fail
+from musicrec_airflow.triggers.mongo_change_stream import triggering_extras
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -38,6 +40,9 @@ class EmbedLyricsOperator(MongoStep):
     :param part_size: songs per delta file (the unit a retried embed resumes from).
     :param max_length: tokens per text (0 = the model's).
     :param embedding_conn_id: the embedding connection (defaults for model, device, BGE-M3 path).
+    :param changes_stream: the change stream (``musicrec_airflow.assets``) whose asset events name the
+        songs to embed: a run triggered only by its events embeds exactly those songs; any other run
+        (another asset, the schedule, a manual one) scans for every changed song. None = always scan.
     :param mongo_conn_id: the MongoDB connection (:class:`MongoStep`).
     """
 
@@ -45,8 +50,10 @@ class EmbedLyricsOperator(MongoStep):
 
     def __init__(self, *, model: str = "", batch_size: int | str = 32, device: str = "auto",
                  max_songs: int | str = 0, part_size: int | str = 1024, max_length: int | str = 0,
-                 embedding_conn_id: str = EmbeddingHook.default_conn_name, **kwargs: Any) -> None:
+                 embedding_conn_id: str = EmbeddingHook.default_conn_name, changes_stream: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.changes_stream = changes_stream
         self.model, self.batch_size, self.device = model, batch_size, device
         self.max_songs, self.part_size, self.max_length = max_songs, part_size, max_length
         self.embedding_conn_id = embedding_conn_id
@@ -60,9 +67,13 @@ class EmbedLyricsOperator(MongoStep):
             check_model_param(str(self.model))
         encoder = self.hook.get_conn(str(self.model), str(self.device), _int_or_none(self.max_length))
         self.log.info("encoder: %s", encoder.info())
+        track_ids = (stream.watched_ids(self.db, triggering_extras(context), self.changes_stream)
+                     if self.changes_stream else None)
+        if track_ids is not None:
+            self.log.info("change-stream run: %d songs named by the triggering events", len(track_ids))
         return embed.embed_changed(self.db, lake_root(), encoder, context["run_id"],
                                    batch_size=int(self.batch_size), part_size=int(self.part_size),
-                                   max_songs=_int_or_none(self.max_songs))
+                                   max_songs=_int_or_none(self.max_songs), track_ids=track_ids)
 
 
 class _LyricsStep(StoreStep):

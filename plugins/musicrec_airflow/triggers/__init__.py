@@ -1,0 +1,1 @@
+"""Event triggers for AssetWatchers (design §2): MongoDB change streams."""
