@@ -11,7 +11,7 @@ import pytest
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
 EXPECTED_DAG_IDS = {"listens_import", "listens_daily", "catalog_sync", "als_training", "lyrics_embeddings",
-                    "als_rollback", "user_refresh"}
+                    "lyrics_enrichment", "store_audit", "als_rollback", "user_refresh"}
 
 
 @pytest.fixture(scope="module")
