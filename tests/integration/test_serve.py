@@ -5,11 +5,13 @@ answer shapes, and the events replay no-op."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import shutil
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -74,6 +76,31 @@ def build_lyrics(db, milvus, songs: list[dict]) -> str:
     db["models"].insert_one({"_id": store.model_doc_id("fake"), "kind": store.MODEL_KIND, "status": "active",
                              "model_id": MODEL_ID, "collection": name})
     return name
+
+
+@contextlib.contextmanager
+def running_server(app) -> Iterator[str]:
+    """A real uvicorn server over ``app`` on a free 127.0.0.1 port, in a thread; yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.conftest import free_port
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 @pytest.fixture(scope="module")
