@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -459,3 +461,137 @@ def test_python_m_musicrec_serve_answers_over_http(world, mongo_uri, milvus_uri)
         out, _ = proc.communicate(timeout=30)
     key = world["read"]["Authorization"].split()[1]
     assert "GET /v1/users/" in out and key not in out  # uvicorn's access log: paths, never the key
+
+
+# ----------------------------------------------------------------------------- the page, in a browser
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "data" / "screenshots"
+
+
+def _chromium():
+    """A headless Debian chromium driven by its chromedriver (as the entry points' browser test)."""
+    browser = os.environ.get("MUSICREC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = os.environ.get("MUSICREC_CHROMEDRIVER") or shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("no chromium/chromedriver found (apt-get install chromium chromium-driver; .ci/run does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000", "--no-proxy-server"):
+        opts.add_argument(arg)
+    d = webdriver.Chrome(service=Service(driver), options=opts)
+    d.set_page_load_timeout(60)
+    return d
+
+
+def test_the_page_in_a_real_browser(world):
+    """Headless Chromium on the page at ``/`` over a real uvicorn server: the key entered once (kept
+    for the tab), a user's home feed, a lyrics search, a click on a song → the next songs with the
+    model version and scores; the page and ``/docs`` fetch nothing from another origin."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    settings = world["app"].state.services.settings
+    app = create_app(settings, Services(settings, encoder_factory=lambda _db: FakeEncoder()))
+    key = world["read"]["Authorization"].split()[1]
+    version, user = world["version"], world["warm"]
+    d = _chromium()
+    try:
+        with running_server(app) as base:
+            def wait(cond, what):
+                try:
+                    return WebDriverWait(d, 60, poll_frequency=0.2).until(cond)
+                except Exception:
+                    SHOTS.mkdir(parents=True, exist_ok=True)
+                    d.save_screenshot(str(SHOTS / "serve-page-timeout.png"))
+                    raise AssertionError(f"browser: timed out waiting for {what}; error line: "
+                                         f"{d.find_element(By.ID, 'error').text!r}") from None
+
+            def rows(box):
+                return d.find_elements(By.CSS_SELECTOR, f"#{box} tr.song")
+
+            def foreign(page_base):
+                names = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+                return [n for n in names if not n.startswith(page_base + "/")]
+
+            d.get(base + "/")
+            assert d.find_element(By.ID, "key-state").text == "no key"
+            d.find_element(By.ID, "key").send_keys(key)
+            d.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+            wait(lambda _: d.find_element(By.ID, "key-state").text == "key set for this tab", "the key")
+            assert d.find_element(By.ID, "key").get_attribute("value") == ""  # not left in the form
+            # the user picker fills from /v1/users
+            wait(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#users option")) > 1, "the user list")
+
+            # pick a user: the home feed, with the model version and the API's scores
+            d.find_element(By.ID, "user").send_keys(user)
+            d.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+            wait(lambda _: len(rows("home")) == 10, "the home feed")
+            api = world["http"].get(f"/v1/users/{user}/recommendations?k=10", headers=world["read"]).json()
+            shown = [(r.get_attribute("data-track-id"), r.find_element(By.CSS_SELECTOR, "td.score").text)
+                     for r in rows("home")]
+            assert shown == [(i["track_id"], f"{i['score']:.4f}") for i in api["items"]]
+            assert f"model {version}" in d.find_element(By.CSS_SELECTOR, "#home p.muted").text
+
+            # lyrics search
+            d.find_element(By.ID, "q").send_keys("rain")
+            d.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
+            wait(lambda _: rows("search"), "search results")
+            lyric_ids = {s["_id"] for s in world["songs"]}
+            assert {r.get_attribute("data-track-id") for r in rows("search")} <= lyric_ids
+
+            # click a song of the home feed: the next songs after it, with the model version and scores
+            first = rows("home")[0]
+            clicked, title = first.get_attribute("data-track-id"), first.find_elements(By.TAG_NAME, "td")[1].text
+            first.click()
+            wait(lambda _: len(rows("next")) == 10, "the next songs")
+            assert title in d.find_element(By.ID, "next-title").text and user in d.find_element(By.ID, "next-title").text
+            assert f"model {version}" in d.find_element(By.CSS_SELECTOR, "#next p.muted").text
+            nxt = world["http"].get(f"/v1/users/{user}/next?track_id={clicked}&k=10", headers=world["read"]).json()
+            assert [r.get_attribute("data-track-id") for r in rows("next")] == [i["track_id"] for i in nxt["items"]]
+            scores = [float(r.find_element(By.CSS_SELECTOR, "td.score").text) for r in rows("next")]
+            assert scores == sorted(scores, reverse=True) and clicked not in {i["track_id"] for i in nxt["items"]}
+            assert d.find_element(By.ID, "error").text == ""
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            d.save_screenshot(str(SHOTS / "serve-page.png"))
+            assert (SHOTS / "serve-page.png").stat().st_size > 10_000
+            assert foreign(base) == []
+
+            # the key stays for the tab: a reload needs no new key; a cold user gets the marked fallback
+            d.refresh()
+            wait(lambda _: d.find_element(By.ID, "key-state").text == "key set for this tab", "the kept key")
+            d.find_element(By.ID, "user").send_keys("cold_user")
+            d.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+            wait(lambda _: rows("home"), "the cold user's feed")
+            assert "fallback: popularity" in d.find_element(By.CSS_SELECTOR, "#home p.muted").text
+            # an unknown user: the API's error shows on the page
+            d.find_element(By.ID, "user").clear()
+            d.find_element(By.ID, "user").send_keys("nobody")
+            d.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+            wait(lambda _: "user_not_found" in d.find_element(By.ID, "error").text, "the 404 on the page")
+
+            # the OpenAPI page is self-contained: every route listed, nothing fetched from elsewhere
+            d.get(base + "/docs")
+            wait(ec.presence_of_element_located((By.TAG_NAME, "h1")), "the OpenAPI page")
+            text = d.find_element(By.TAG_NAME, "body").text
+            assert "/v1/users/{user_id}/recommendations" in text and "/v1/events" in text
+            assert foreign(base) == [] and not d.find_elements(By.CSS_SELECTOR, "script[src]")
+    finally:
+        d.quit()
+
+
+def test_docs_page_fetches_nothing_from_a_cdn(world):
+    http = world["http"]
+    page = http.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    text = page.text
+    assert "/v1/users/{user_id}/next" in text and 'href="/openapi.json"' in text
+    assert not re.search(r"<script[^>]*\bsrc=", text) and not re.search(r"<link[^>]*\bhref=", text)
+    assert not re.search(r"(?:src|href)=\"(?:https?:)?//", text), "an absolute URL in /docs"
+    assert "cdn" not in text.lower() and "jsdelivr" not in text.lower() and "unpkg" not in text.lower()
+    assert http.get("/redoc").status_code == 404  # FastAPI's ReDoc page (from a CDN) is off
