@@ -595,3 +595,30 @@ def test_docs_page_fetches_nothing_from_a_cdn(world):
     assert not re.search(r"(?:src|href)=\"(?:https?:)?//", text), "an absolute URL in /docs"
     assert "cdn" not in text.lower() and "jsdelivr" not in text.lower() and "unpkg" not in text.lower()
     assert http.get("/redoc").status_code == 404  # FastAPI's ReDoc page (from a CDN) is off
+
+
+def test_bench_serve_runs_quick(world, mongo_uri, milvus_uri, tmp_path):
+    """``bench/serve.py --quick`` over this module's stores: it starts its server, loads every route
+    at each concurrency, times the library, soaks, and writes its figures (so it cannot rot)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "serve.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "serve.py"), "--quick", "--requests", "12",
+                           "--concurrency", "1", "4", "--soak-s", "2", "--soak-c", "4", "--mongo-uri", mongo_uri,
+                           "--mongo-db", "t_serve", "--milvus-uri", milvus_uri, "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["model"] == world["version"]
+    for route in ("home", "next", "similar", "track", "search"):
+        for c in ("1", "4"):
+            api, lib = res["api"][route][c], res["library"][route][c]
+            assert api["requests"] == lib["requests"] == 12 and api["errors"] == lib["errors"] == 0, (route, c)
+            assert 0 < api["p50_ms"] <= api["p95_ms"] <= api["p99_ms"] and api["req_s"] > 0
+            assert api["api_over_library"] > 0
+    soak = res["soak"]
+    assert soak["errors"] == 0 and soak["requests"] > 0 and soak["rss_end_mb"] > 0
+    assert "targets: home p99" in proc.stdout and "soak 2 s at c=4" in proc.stdout
+    # its key is gone afterwards
+    assert world["db"][keys.COLLECTION].count_documents({"name": {"$regex": "^bench-serve-"}}) == 0

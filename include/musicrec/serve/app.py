@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -215,10 +216,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # ---------------------------------------------------------------- auth
 
     def require(scope: str):
-        def check(creds: Creds) -> dict[str, Any]:
+        # async: a remembered key is checked on the event loop (no thread hop); only a lookup goes to
+        # the thread pool
+        async def check(creds: Creds) -> dict[str, Any]:
             if creds is None or not creds.credentials:
                 raise ApiError(401, "unauthorized", "missing `Authorization: Bearer <key>`")
-            doc = key_cache.get(services.db, creds.credentials)
+            hit, doc = key_cache.cached(creds.credentials)
+            if not hit:
+                doc = await run_in_threadpool(key_cache.get, services.db, creds.credentials)
             if doc is None:
                 raise ApiError(401, "unauthorized", "unknown or revoked key")
             if scope not in doc.get("scopes", ()):
@@ -289,8 +294,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             else:
                 docs.append(checked.doc)
         if docs:
-            from starlette.concurrency import run_in_threadpool
-
             await run_in_threadpool(_store_events, services, docs)
         return {"accepted": len(docs), "rejected": rejected}
 

@@ -120,8 +120,6 @@ class Recommender:
     # ------------------------------------------------------------------ routes
 
     def home(self, user_id: str, k: int) -> Answer:
-        self.user_exists(user_id)
-
         def call(version: str | None, _collection: str | None) -> list[dict[str, Any]] | None:
             if version is None:
                 return None
@@ -131,15 +129,15 @@ class Recommender:
             except recommend.NoRecommendations:
                 return None
 
+        # the library's read of the user's vector answers for the user too: the 404 check costs a
+        # round trip only when there is no recommendation
         version, items = self._consistent(call)
         if items is None:
+            self.user_exists(user_id)
             return Answer(version, self.popular(k), "popularity")
         return Answer(version, items)
 
     def next(self, user_id: str, track_id: str, k: int) -> Answer:
-        self.user_exists(user_id)
-        self.song(track_id)
-
         def call(version: str | None, _collection: str | None) -> list[dict[str, Any]] | None:
             if version is None:
                 return None
@@ -151,6 +149,8 @@ class Recommender:
 
         version, items = self._consistent(call)
         if items is None:
+            self.user_exists(user_id)
+            self.song(track_id)
             return Answer(version, self.popular(k, exclude=[track_id]), "popularity")
         return Answer(version, items)
 
