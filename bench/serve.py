@@ -12,7 +12,9 @@ Then, all traffic to 127.0.0.1, a fixed number of requests, nothing left running
 
 1. **Load.** Per route (home, next, similar, track, search) and per concurrency (1, 8, 32): ``--requests``
    requests, closed loop (each of the c clients sends its next request when the answer came: httpx,
-   asyncio, one process). Printed: requests/s, p50/p95/p99 latency, errors (anything but 2xx).
+   asyncio, one process). Printed: requests/s, p50/p95/p99 latency, errors (anything but 2xx), and
+   the mean time inside the app from the server's own histogram (``/metrics``; one worker only): the
+   rest of a request's latency is the network, uvicorn's HTTP parsing and the client.
 2. **Library.** The same calls made in this process on the library behind the routes
    (``musicrec.serve.recs.Recommender``: ``musicrec.recommend.home/next_song``, the similar search,
    the track read, ``hybrid.search``), with c threads: API req/s ÷ library req/s and the p50 difference.
@@ -234,6 +236,26 @@ def api_path(route: str, i: int, inp: dict[str, list]) -> str:
             "search": f"/v1/search?q={inp['queries'][i % len(inp['queries'])]}&k=10"}[route]
 
 
+TEMPLATES = {"home": "/v1/users/{user_id}/recommendations", "next": "/v1/users/{user_id}/next",
+             "similar": "/v1/tracks/{track_id}/similar", "track": "/v1/tracks/{track_id}", "search": "/v1/search"}
+
+
+def server_seconds(base: str, route: str) -> tuple[float, float]:
+    """(sum of seconds, count) of the route in the server's own latency histogram (/metrics): the
+    time inside the app, without the network and the client (one worker: one process's counters)."""
+    import httpx
+
+    text = httpx.get(base + "/metrics", timeout=30).text
+    labels = f'{{method="GET",route="{TEMPLATES[route]}"}}'
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("musicrec_serve_request_seconds_sum" + labels):
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("musicrec_serve_request_seconds_count" + labels):
+            count = float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
 def library_call(rec, route: str, i: int, inp: dict[str, list]) -> Callable[[], Any]:
     u, t = inp["users"][i % len(inp["users"])], inp["tracks"][(i * 7) % len(inp["tracks"])]
     q = inp["queries"][i % len(inp["queries"])]
@@ -354,7 +376,12 @@ def run(settings: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
             for route in routes:
                 result["api"][route] = {}
                 for c in args.concurrency:
-                    result["api"][route][c] = api_load(base, headers, route, inp, args.requests, c)
+                    before = server_seconds(base, route)
+                    out = api_load(base, headers, route, inp, args.requests, c)
+                    after = server_seconds(base, route)
+                    if args.workers == 1 and after[1] > before[1]:
+                        out["server_mean_ms"] = round(1000 * (after[0] - before[0]) / (after[1] - before[1]), 2)
+                    result["api"][route][c] = out
             # the library, in this process, with the same calls
             rec = Recommender(services)
             for route in routes:
@@ -397,7 +424,7 @@ def report(res: dict[str, Any]) -> dict[str, Any]:
     """Print the tables; returns the verdicts against the targets."""
     print(f"\nmodel {res['model']}, {res['workers']} server worker(s), {res['requests']} requests per route and "
           f"level, {res['cpus']} CPUs; load average before {res['load_before']}, after {res['load_after']}")
-    print(f"{'route':<8}{'c':>4} | {'API req/s':>10}{'p50':>8}{'p95':>8}{'p99':>8}{'err':>5} | "
+    print(f"{'route':<8}{'c':>4} | {'API req/s':>10}{'p50':>8}{'p95':>8}{'p99':>8}{'err':>5}{'in app':>8} | "
           f"{'lib req/s':>10}{'p50':>8} | {'API/lib':>8}{'Δp50 ms':>9}")
     ratios = {}
     for route, levels in res["api"].items():
@@ -407,7 +434,7 @@ def report(res: dict[str, Any]) -> dict[str, Any]:
             ratios[(route, c)] = ratio
             a["api_over_library"], a["p50_minus_library_ms"] = round(ratio, 3), round(a["p50_ms"] - lib["p50_ms"], 2)
             print(f"{route:<8}{c:>4} | {a['req_s']:>10.1f}{a['p50_ms']:>8.1f}{a['p95_ms']:>8.1f}{a['p99_ms']:>8.1f}"
-                  f"{a['errors']:>5} | {lib['req_s']:>10.1f}{lib['p50_ms']:>8.1f} | {ratio:>8.2f}"
+                  f"{a['errors']:>5}{a.get('server_mean_ms', float('nan')):>8.1f} | {lib['req_s']:>10.1f}{lib['p50_ms']:>8.1f} | {ratio:>8.2f}"
                   f"{a['p50_ms'] - lib['p50_ms']:>9.1f}")
     verdict: dict[str, Any] = {}
     home8 = res["api"].get("home", {}).get(8)
