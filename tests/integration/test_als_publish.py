@@ -3,6 +3,7 @@ Qdrant local mode) on the ``small`` lake, through the library the DAG's operator
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from datetime import UTC, datetime
 
@@ -58,7 +59,7 @@ def snapshot(db, milvus: MilvusClient, qdrant: QdrantClient) -> dict:
 
     out = {
         "models": sorted((strip(d) for d in db["models"].find()), key=lambda d: d["_id"]),
-        "users": sorted((d["_id"], d.get("latent_vectors")) for d in db["users"].find()),
+        "users": sorted((d["_id"], d.get("latent_vectors"), d.get("played_tracks")) for d in db["users"].find()),
         "registry": sorted((d["_id"], d["sha256"]) for d in db["lake_partitions"].find({"_id": {"$regex": "^models/"}})),
         "milvus_alias": mv.alias_target(milvus, ALIAS),
         "milvus": {},
@@ -72,6 +73,33 @@ def snapshot(db, milvus: MilvusClient, qdrant: QdrantClient) -> dict:
         out["qdrant"][name] = sorted((str(p.id), p.payload["track_id"], tuple(np.round(p.vector, 5)))
                                      for p in qd.iter_points(qdrant, name, with_vectors=True))
     return out
+
+
+def window_played(root, db, version: str) -> dict[str, list[str]]:
+    """What each user played in the model's window, straight from the lake (the test's own query)."""
+    from musicrec.lake import reader
+
+    doc = db["models"].find_one({"_id": version})
+    con, _ = reader.open_span(root, db, reader.utc(doc["window"]["start"]), reader.utc(doc["window"]["end"]))
+    out: dict[str, set[str]] = {}
+    for uid, tid in con.execute("SELECT user_id, track_id FROM events").fetchall():
+        out.setdefault(uid, set()).add(tid)
+    con.close()
+    return {u: sorted(t) for u, t in out.items()}
+
+
+@contextlib.contextmanager
+def no_lake_reads():
+    """Any lake scan inside fails the test."""
+    from unittest import mock
+
+    from musicrec.lake import reader
+
+    def refuse(*_a, **_k):
+        raise AssertionError("the lake was read")
+
+    with mock.patch.object(reader, "open_span", refuse), mock.patch.object(reader, "connect", refuse):
+        yield
 
 
 def train_and_publish(root, db, milvus, qdrant, anchor, params=PARAMS, **gate_kwargs):
@@ -115,18 +143,31 @@ def test_publish_serves_the_model_and_a_rerun_changes_nothing(stores):
     before = snapshot(db, milvus, qdrant)
     milvus.release_collection(name)
     again, out2 = train_and_publish(root, db, milvus, qdrant, WEEK2)
-    assert again["reused"] is True and out2["users"]["written"] == 0
+    assert again["reused"] is True and out2["users"]["written"] == 0 and out2["users"]["played_written"] == 0
     assert snapshot(db, milvus, qdrant) == before
 
-    # recommendations: the user's vector, their played tracks excluded, titles from the catalog
-    uid = users.column("user_id")[0].as_py()
-    recs = recommend.home(uid, 10, db=db, milvus=milvus, root=root)
-    played = recommend.played_tracks(root, db, uid, version)
+    # played tracks: stored per version for every model user, equal to the window's events in the lake
+    expected = window_played(root, db, version)
+    stored = {d["_id"]: d["played_tracks"][version] for d in db["users"].find(
+        {f"latent_vectors.{version}": {"$exists": True}}, {f"played_tracks.{version}": 1})}
+    assert set(stored) == set(users.column("user_id").to_pylist())
+    assert stored == {u: expected.get(u, []) for u in stored} and sum(map(len, stored.values())) > 100
+
+    # recommendations: the user's vector, their played tracks excluded (read from the store, not the
+    # lake: a lake scan here would fail), titles from the catalog
+    uid = max(stored, key=lambda u: len(stored[u]))
+    played = set(stored[uid])
+    with no_lake_reads():
+        recs = recommend.home(uid, 10, db=db, milvus=milvus)
+        assert recommend.played_tracks(db, uid, version) == played
+        unfiltered = recommend.home(uid, 10 + len(played), db=db, milvus=milvus, exclude=[])
+        current = sorted(played)[0]
+        nxt = recommend.next_song(uid, current, 5, db=db, milvus=milvus)
     assert len(recs) == 10 and not {r.track_id for r in recs} & played
+    assert {r.track_id for r in unfiltered} & played  # the exclusion has something to exclude
+    assert [r for r in unfiltered if r.track_id not in played][:10] == recs
     assert all(r.title for r in recs) and recs == sorted(recs, key=lambda r: -r.score)
-    current = next(iter(played))
-    nxt = recommend.next_song(uid, current, 5, db=db, milvus=milvus, root=root)
-    assert len(nxt) == 5 and current not in {r.track_id for r in nxt}
+    assert len(nxt) == 5 and not {r.track_id for r in nxt} & played
     with pytest.raises(recommend.NoRecommendations):
         recommend.home("nobody", db=db, milvus=milvus)
 
@@ -282,6 +323,17 @@ def test_late_partition_makes_a_new_version_that_the_gate_decides(stores):
     assert collection_name(first["version"]) in mv.versions(milvus, ALIAS)
     assert lake_bytes(root, old_doc) == old_bytes
 
+    # a published version's played tracks are fixed: a re-run fills a missing set, never changes one
+    lv, field = late["version"], f"played_tracks.{late['version']}"
+    a, b = (d["_id"] for d in db["users"].find({field: {"$ne": []}}, {"_id": 1}).sort("_id", 1).limit(2))
+    want_a = db["users"].find_one({"_id": a})["played_tracks"][lv]
+    db["users"].update_one({"_id": a}, {"$unset": {field: ""}})
+    db["users"].update_one({"_id": b}, {"$set": {field: ["changed"]}})
+    out = publish.publish_users(db, root, lv, late["user_factors"])
+    assert out["written"] == 0 and out["played_written"] == 1
+    assert db["users"].find_one({"_id": a})["played_tracks"][lv] == want_a
+    assert db["users"].find_one({"_id": b})["played_tracks"][lv] == ["changed"]
+
 
 def test_training_twice_on_the_same_inputs_gives_the_same_version(stores):
     """What ``make run`` twice does: the same lake and params name the same version (reused, not retrained)."""
@@ -361,6 +413,11 @@ def test_a_kill_at_each_publish_step_serves_the_old_or_the_new_model(stores):
     assert collection_name(first["version"]) not in mv.versions(milvus, ALIAS)
     assert db["users"].count_documents({f"latent_vectors.{first['version']}": {"$exists": True}}) == 0
     assert db["users"].count_documents({f"latent_vectors.{summary['version']}": {"$exists": True}}) > 0
+    # ... and its played tracks; the retained versions keep theirs (a rollback finds them)
+    assert db["users"].count_documents({f"played_tracks.{first['version']}": {"$exists": True}}) == 0
+    for kept in (summary["version"], third["version"]):
+        assert db["users"].count_documents({f"played_tracks.{kept}": {"$exists": True}}) == \
+            db["users"].count_documents({f"latent_vectors.{kept}": {"$exists": True}}) > 0
 
 
 def test_an_index_change_on_the_live_collection_is_built_off_to_the_side(stores, milvus_uri):

@@ -58,15 +58,6 @@ def stores(mongo_db, milvus_uri, tmp_path):
         artifacts.append({"path": rel, "bytes": len(data), "sha256": sha, "kind": kind, "rows": len(ids)})
         records.append(registry.PartitionRecord(rel, "als", "2009-05-05", "als_training", len(ids), len(data), sha,
                                                 "t"))
-    for day in range(1, 6):
-        rel = f"listens/date=2009-05-0{day}/import-t.parquet"
-        (lake / rel).parent.mkdir(parents=True, exist_ok=True)
-        data = os.urandom(2000 + day)
-        (lake / rel).write_bytes(data)
-        records.append(registry.PartitionRecord(rel, "t", f"2009-05-0{day}", "import-t", 10, len(data),
-                                                hashlib.sha256(data).hexdigest(), "t"))
-    (lake / "raw/t").mkdir(parents=True)
-    (lake / "raw/t/unregistered.bin").write_bytes(b"not the registry's business")
     registry.record(db, records)
     db["models"].insert_one({"_id": VERSION, "kind": "als", "status": "candidate", "params": {"factors": DIM},
                              "artifacts": artifacts, "window": {"start": datetime(2009, 2, 4),
@@ -79,6 +70,19 @@ def stores(mongo_db, milvus_uri, tmp_path):
     summary = {"version": VERSION, "item_factors": artifacts[0]["path"], "user_factors": artifacts[1]["path"],
                "factors": DIM}
     publish.publish(db, root, summary, milvus, qdrant, index=mv.IndexSpec("HNSW", "IP"))
+    # the listens files (random bytes: only their sizes and checksums matter here) come after the
+    # publish, which reads the model's window for the played tracks and refuses files that are not Parquet
+    records = []
+    for day in range(1, 6):
+        rel = f"listens/date=2009-05-0{day}/import-t.parquet"
+        (lake / rel).parent.mkdir(parents=True, exist_ok=True)
+        data = os.urandom(2000 + day)
+        (lake / rel).write_bytes(data)
+        records.append(registry.PartitionRecord(rel, "t", f"2009-05-0{day}", "import-t", 10, len(data),
+                                                hashlib.sha256(data).hexdigest(), "t"))
+    (lake / "raw/t").mkdir(parents=True)
+    (lake / "raw/t/unregistered.bin").write_bytes(b"not the registry's business")
+    registry.record(db, records)
     yield root, db, milvus, qdrant
     qdrant.close()
     clean_milvus(milvus)

@@ -5,12 +5,16 @@ answer shapes, and the events replay no-op."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +32,7 @@ from musicrec.serve import events, keys
 from musicrec.serve.app import create_app
 from musicrec.serve.deps import Services, Settings
 from musicrec.vectors import milvus as mv
-from tests.integration.test_als_publish import WEEK2, clean_milvus
+from tests.integration.test_als_publish import WEEK2, clean_milvus, no_lake_reads
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +80,31 @@ def build_lyrics(db, milvus, songs: list[dict]) -> str:
     return name
 
 
+@contextlib.contextmanager
+def running_server(app) -> Iterator[str]:
+    """A real uvicorn server over ``app`` on a free 127.0.0.1 port, in a thread; yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.conftest import free_port
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 @pytest.fixture(scope="module")
 def world(small_lake, mongo_uri, milvus_uri, tmp_path_factory):
     """A published ALS model + a lyrics collection + keys; yields what the tests need."""
@@ -101,7 +130,7 @@ def world(small_lake, mongo_uri, milvus_uri, tmp_path_factory):
     db["users"].insert_one({"_id": "cold_user"})  # in the catalog, not in the model
     songs = list(db["songs"].find({}, {"title": 1, "artist": 1}).sort("plays_total", -1).limit(LYRIC_SONGS))
     build_lyrics(db, milvus, songs)
-    settings = Settings(mongo_uri=mongo_uri, mongo_db="t_serve", milvus_uri=milvus_uri, lake_root=lake.as_uri())
+    settings = Settings(mongo_uri=mongo_uri, mongo_db="t_serve", milvus_uri=milvus_uri)
     services = Services(settings, encoder_factory=lambda _db: FakeEncoder())
     app = create_app(settings, services)
     key_read, _ = keys.create(db, "reader", "read")
@@ -173,15 +202,26 @@ def test_revoked_key_is_refused_after_the_cache(world):
 
 
 def test_home_feed_shape_excludes_played_tracks(world):
-    http, version, user = world["http"], world["version"], world["warm"]
-    body = http.get(f"/v1/users/{user}/recommendations", headers=world["read"]).json()
-    assert_list(body, version, None, k=10)
-    scores = [i["score"] for i in body["items"]]
-    assert scores == sorted(scores, reverse=True)
-    assert all(i["title"] for i in body["items"])
-    played = world["app"].state.recommender.played(user, version)
-    assert played and not played & {i["track_id"] for i in body["items"]}
-    assert len(http.get(f"/v1/users/{user}/recommendations?k=3", headers=world["read"]).json()["items"]) == 3
+    """Played tracks (stored by the publish with the user's vector) are excluded, the lake never read."""
+    http, version, user, db = world["http"], world["version"], world["warm"], world["db"]
+    played = set(db["users"].find_one({"_id": user})["played_tracks"][version])
+    with no_lake_reads():
+        body = http.get(f"/v1/users/{user}/recommendations", headers=world["read"]).json()
+        assert_list(body, version, None, k=10)
+        scores = [i["score"] for i in body["items"]]
+        assert scores == sorted(scores, reverse=True)
+        assert all(i["title"] for i in body["items"])
+        assert played and not played & {i["track_id"] for i in body["items"]}
+        # the exclusion is real: the unfiltered ranking holds played tracks among its first ones
+        from musicrec import recommend
+
+        raw = recommend.home(user, 10 + len(played), db=db, milvus=world["milvus"], exclude=[])
+        assert played & {r.track_id for r in raw}
+        assert [i["track_id"] for i in body["items"]] == [r.track_id for r in raw if r.track_id not in played][:10]
+        nxt = http.get(f"/v1/users/{user}/next?track_id={sorted(played)[0]}&k=10", headers=world["read"]).json()
+        assert_list(nxt, version, None, k=10)
+        assert not played & {i["track_id"] for i in nxt["items"]}
+        assert len(http.get(f"/v1/users/{user}/recommendations?k=3", headers=world["read"]).json()["items"]) == 3
 
 
 def test_cold_user_gets_popularity_and_unknown_user_404(world):
@@ -421,3 +461,165 @@ def test_python_m_musicrec_serve_answers_over_http(world, mongo_uri, milvus_uri)
         out, _ = proc.communicate(timeout=30)
     key = world["read"]["Authorization"].split()[1]
     assert "GET /v1/users/" in out and key not in out  # uvicorn's access log: paths, never the key
+
+
+# ----------------------------------------------------------------------------- the page, in a browser
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "data" / "screenshots"
+
+
+def _chromium():
+    """A headless Debian chromium driven by its chromedriver (as the entry points' browser test)."""
+    browser = os.environ.get("MUSICREC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = os.environ.get("MUSICREC_CHROMEDRIVER") or shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("no chromium/chromedriver found (apt-get install chromium chromium-driver; .ci/run does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000", "--no-proxy-server"):
+        opts.add_argument(arg)
+    d = webdriver.Chrome(service=Service(driver), options=opts)
+    d.set_page_load_timeout(60)
+    return d
+
+
+def test_the_page_in_a_real_browser(world):
+    """Headless Chromium on the page at ``/`` over a real uvicorn server: the key entered once (kept
+    for the tab), a user's home feed, a lyrics search, a click on a song → the next songs with the
+    model version and scores; the page and ``/docs`` fetch nothing from another origin."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    settings = world["app"].state.services.settings
+    app = create_app(settings, Services(settings, encoder_factory=lambda _db: FakeEncoder()))
+    key = world["read"]["Authorization"].split()[1]
+    version, user = world["version"], world["warm"]
+    d = _chromium()
+    try:
+        with running_server(app) as base:
+            def wait(cond, what):
+                try:
+                    return WebDriverWait(d, 60, poll_frequency=0.2).until(cond)
+                except Exception:
+                    SHOTS.mkdir(parents=True, exist_ok=True)
+                    d.save_screenshot(str(SHOTS / "serve-page-timeout.png"))
+                    raise AssertionError(f"browser: timed out waiting for {what}; error line: "
+                                         f"{d.find_element(By.ID, 'error').text!r}") from None
+
+            def rows(box):
+                return d.find_elements(By.CSS_SELECTOR, f"#{box} tr.song")
+
+            def foreign(page_base):
+                names = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+                return [n for n in names if not n.startswith(page_base + "/")]
+
+            d.get(base + "/")
+            assert d.find_element(By.ID, "key-state").text == "no key"
+            d.find_element(By.ID, "key").send_keys(key)
+            d.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+            wait(lambda _: d.find_element(By.ID, "key-state").text == "key set for this tab", "the key")
+            assert d.find_element(By.ID, "key").get_attribute("value") == ""  # not left in the form
+            # the user picker fills from /v1/users
+            wait(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#users option")) > 1, "the user list")
+
+            # pick a user: the home feed, with the model version and the API's scores
+            d.find_element(By.ID, "user").send_keys(user)
+            d.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+            wait(lambda _: len(rows("home")) == 10, "the home feed")
+            api = world["http"].get(f"/v1/users/{user}/recommendations?k=10", headers=world["read"]).json()
+            shown = [(r.get_attribute("data-track-id"), r.find_element(By.CSS_SELECTOR, "td.score").text)
+                     for r in rows("home")]
+            assert shown == [(i["track_id"], f"{i['score']:.4f}") for i in api["items"]]
+            assert f"model {version}" in d.find_element(By.CSS_SELECTOR, "#home p.muted").text
+
+            # lyrics search
+            d.find_element(By.ID, "q").send_keys("rain")
+            d.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
+            wait(lambda _: rows("search"), "search results")
+            lyric_ids = {s["_id"] for s in world["songs"]}
+            assert {r.get_attribute("data-track-id") for r in rows("search")} <= lyric_ids
+
+            # click a song of the home feed: the next songs after it, with the model version and scores
+            first = rows("home")[0]
+            clicked, title = first.get_attribute("data-track-id"), first.find_elements(By.TAG_NAME, "td")[1].text
+            first.click()
+            wait(lambda _: len(rows("next")) == 10, "the next songs")
+            assert title in d.find_element(By.ID, "next-title").text and user in d.find_element(By.ID, "next-title").text
+            assert f"model {version}" in d.find_element(By.CSS_SELECTOR, "#next p.muted").text
+            nxt = world["http"].get(f"/v1/users/{user}/next?track_id={clicked}&k=10", headers=world["read"]).json()
+            assert [r.get_attribute("data-track-id") for r in rows("next")] == [i["track_id"] for i in nxt["items"]]
+            scores = [float(r.find_element(By.CSS_SELECTOR, "td.score").text) for r in rows("next")]
+            assert scores == sorted(scores, reverse=True) and clicked not in {i["track_id"] for i in nxt["items"]}
+            assert d.find_element(By.ID, "error").text == ""
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            d.save_screenshot(str(SHOTS / "serve-page.png"))
+            assert (SHOTS / "serve-page.png").stat().st_size > 10_000
+            assert foreign(base) == []
+
+            # the key stays for the tab: a reload needs no new key; a cold user gets the marked fallback
+            d.refresh()
+            wait(lambda _: d.find_element(By.ID, "key-state").text == "key set for this tab", "the kept key")
+            d.find_element(By.ID, "user").send_keys("cold_user")
+            d.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+            wait(lambda _: rows("home"), "the cold user's feed")
+            assert "fallback: popularity" in d.find_element(By.CSS_SELECTOR, "#home p.muted").text
+            # an unknown user: the API's error shows on the page
+            d.find_element(By.ID, "user").clear()
+            d.find_element(By.ID, "user").send_keys("nobody")
+            d.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+            wait(lambda _: "user_not_found" in d.find_element(By.ID, "error").text, "the 404 on the page")
+
+            # the OpenAPI page is self-contained: every route listed, nothing fetched from elsewhere
+            d.get(base + "/docs")
+            wait(ec.presence_of_element_located((By.TAG_NAME, "h1")), "the OpenAPI page")
+            text = d.find_element(By.TAG_NAME, "body").text
+            assert "/v1/users/{user_id}/recommendations" in text and "/v1/events" in text
+            assert foreign(base) == [] and not d.find_elements(By.CSS_SELECTOR, "script[src]")
+    finally:
+        d.quit()
+
+
+def test_docs_page_fetches_nothing_from_a_cdn(world):
+    http = world["http"]
+    page = http.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    text = page.text
+    assert "/v1/users/{user_id}/next" in text and 'href="/openapi.json"' in text
+    assert not re.search(r"<script[^>]*\bsrc=", text) and not re.search(r"<link[^>]*\bhref=", text)
+    assert not re.search(r"(?:src|href)=\"(?:https?:)?//", text), "an absolute URL in /docs"
+    assert "cdn" not in text.lower() and "jsdelivr" not in text.lower() and "unpkg" not in text.lower()
+    assert http.get("/redoc").status_code == 404  # FastAPI's ReDoc page (from a CDN) is off
+
+
+def test_bench_serve_runs_quick(world, mongo_uri, milvus_uri, tmp_path):
+    """``bench/serve.py --quick`` over this module's stores: it starts its server, loads every route
+    at each concurrency, times the library, soaks, and writes its figures (so it cannot rot)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "serve.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "serve.py"), "--quick", "--requests", "12",
+                           "--concurrency", "1", "4", "--soak-s", "2", "--soak-c", "4", "--mongo-uri", mongo_uri,
+                           "--mongo-db", "t_serve", "--milvus-uri", milvus_uri, "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["model"] == world["version"]
+    for route in ("home", "next", "similar", "track", "search"):
+        for c in ("1", "4"):
+            api, lib = res["api"][route][c], res["library"][route][c]
+            assert api["requests"] == lib["requests"] == 12 and api["errors"] == lib["errors"] == 0, (route, c)
+            assert 0 < api["p50_ms"] <= api["p95_ms"] <= api["p99_ms"] and api["req_s"] > 0
+            assert api["api_over_library"] > 0
+            assert 0 < api["server_mean_ms"] < api["p99_ms"]  # the app's own histogram: part of the latency
+    soak = res["soak"]
+    assert soak["errors"] == 0 and soak["requests"] > 0 and soak["rss_end_mb"] > 0
+    assert "targets: home p99" in proc.stdout and "soak 2 s at c=4" in proc.stdout
+    # its key is gone afterwards
+    assert world["db"][keys.COLLECTION].count_documents({"name": {"$regex": "^bench-serve-"}}) == 0

@@ -40,6 +40,7 @@ AIRFLOW_SERVICES = {
     "airflow-worker-gpu",
 }
 OTHER_SERVICES = {"postgres", "redis", "mongodb", "mongodb-init", "minio", "minio-init", "etcd", "milvus", "qdrant"}
+SERVING_SERVICES = {"serve", "serve-proxy"}  # the serving API (issue 16)
 ONE_SHOT = {"airflow-init", "minio-init", "mongodb-init"}
 STORES = {"postgres", "redis", "mongodb", "minio", "etcd", "milvus", "qdrant"}
 CONNECTION_ENV = (
@@ -307,7 +308,7 @@ def test_schema_check_rejects_a_broken_copy(compose, schema, breakage):
 
 
 def test_every_service_of_the_design_exists(compose):
-    assert set(compose["services"]) == AIRFLOW_SERVICES | OTHER_SERVICES
+    assert set(compose["services"]) == AIRFLOW_SERVICES | OTHER_SERVICES | SERVING_SERVICES
 
 
 def test_store_images(compose):
@@ -397,10 +398,10 @@ def test_airflow_services_share_the_project_image(compose):
         for name, service in compose["services"].items()
         if (service.get("build") or {}).get("dockerfile") == "docker/Dockerfile"
     }
-    assert built == AIRFLOW_SERVICES
-    images = {compose["services"][name]["image"] for name in AIRFLOW_SERVICES}
+    assert built == AIRFLOW_SERVICES | {"serve"}
+    images = {compose["services"][name]["image"] for name in AIRFLOW_SERVICES | {"serve"}}
     assert len(images) == 1
-    for name in AIRFLOW_SERVICES:
+    for name in AIRFLOW_SERVICES | {"serve"}:
         assert compose["services"][name]["build"]["context"] == "."
 
 
@@ -679,3 +680,63 @@ def test_mongodb_is_a_one_node_replica_set_with_an_init_step(compose):
     for name in ("airflow-triggerer", "airflow-worker"):
         deps = compose["services"][name]["depends_on"]
         assert deps["mongodb-init"]["condition"] == "service_completed_successfully", name
+
+
+# ------------------------------------------------------------------ serving API ------------
+
+
+def test_serve_replicas_behind_a_loopback_proxy(compose, rendered):
+    """Two replicas of the project image run `python -m musicrec.serve` on all interfaces of the
+    compose network, unpublished; the proxy is the one published port, on 127.0.0.1."""
+    serve, proxy = compose["services"]["serve"], compose["services"]["serve-proxy"]
+    args = command_args(rendered["services"]["serve"])
+    assert args[:3] == ["python", "-m", "musicrec.serve"], args
+    assert args[args.index("--host") + 1] == "0.0.0.0" and args[args.index("--port") + 1] == "8000"
+    assert int(args[args.index("--workers") + 1]) >= 1
+    assert int(rendered["services"]["serve"]["deploy"]["replicas"]) == 2
+    assert "ports" not in serve, "the replicas are reached through serve-proxy only"
+    assert [port_host_ip(p) for p in proxy["ports"]] == ["127.0.0.1"]
+    assert rendered["services"]["serve-proxy"]["ports"] == [{"target": 8000, "published": "8000",
+                                                             "host_ip": "127.0.0.1"}]
+    assert proxy["image"].startswith("nginx:")
+    assert dependencies(proxy) == {"serve": "service_healthy"}
+    assert dependencies(serve) == {"mongodb": "service_healthy", "mongodb-init": "service_completed_successfully",
+                                   "milvus": "service_healthy"}
+
+
+def test_serve_health_checks(compose):
+    serve, proxy = compose["services"]["serve"], compose["services"]["serve-proxy"]
+    assert "http://localhost:8000/healthz" in serve["healthcheck"]["test"]  # liveness
+    assert "http://127.0.0.1:8000/readyz" in proxy["healthcheck"]["test"]  # readiness through the proxy
+
+
+def test_serve_uses_the_workers_connection_settings(compose, rendered):
+    """The same environment block as the Airflow workers: the same mongo_default / milvus_default."""
+    serve = rendered["services"]["serve"]["environment"]
+    worker = rendered["services"]["airflow-worker"]["environment"]
+    for key in ("AIRFLOW_CONN_MONGO_DEFAULT", "AIRFLOW_CONN_MILVUS_DEFAULT"):
+        assert serve[key] == worker[key], key
+    from musicrec.serve.deps import Settings
+
+    settings = Settings.from_env(serve)
+    assert urlsplit(settings.mongo_uri).hostname == "mongodb" and settings.mongo_db == "musicrec"
+    assert settings.milvus_uri == "http://milvus:19530"
+    closed = interpolate_doc(compose, example_env() | {"MUSICREC_SERVE_CORS_ORIGINS": ""})
+    assert Settings.from_env(closed["services"]["serve"]["environment"]).cors_origins == ()  # closed by default
+    cors = interpolate_doc(compose, example_env() | {"MUSICREC_SERVE_CORS_ORIGINS": "https://app.example"})
+    assert Settings.from_env(cors["services"]["serve"]["environment"]).cors_origins == ("https://app.example",)
+
+
+def test_serve_proxy_config():
+    """nginx re-resolves every replica, forwards the client address and logs no header (no key)."""
+    conf = (ROOT / "docker" / "serve-proxy.conf").read_text()
+    code = "\n".join(line.split("#", 1)[0] for line in conf.splitlines())
+    assert re.search(r"resolver\s+127\.0\.0\.11\b", code)
+    assert re.search(r"server\s+serve:8000\s+resolve;", code)
+    assert re.search(r"listen\s+8000;", code)
+    assert re.search(r"proxy_pass\s+http://musicrec_serve;", code)
+    assert "X-Forwarded-For" in code and "proxy_next_upstream" in code
+    log_format = re.search(r"log_format\s+musicrec\s+(.*?);", code, re.S)[1]
+    assert "$request" in log_format and "$http_authorization" not in code and "$http_" not in log_format
+    assert code.count("{") == code.count("}")
+

@@ -21,7 +21,6 @@ def test_settings_from_the_embedded_default(tmp_path):
     s = Settings.from_env(envfile.embedded_env(tmp_path))
     assert s.mongo_uri == f"mongodb://127.0.0.1:{services.mongo_port()}/" and s.mongo_db == "musicrec"
     assert s.milvus_uri == f"http://127.0.0.1:{services.milvus_port()}" and s.milvus_token == ""
-    assert s.lake_root == (tmp_path / "data" / "lake").as_uri()
     assert s.cors_origins == ()
 
 
@@ -33,16 +32,7 @@ def test_settings_overrides_and_cors():
     assert (s.mongo_uri, s.mongo_db, s.milvus_uri) == ("mongodb://b:2/", "y", "http://m:3")
     assert s.cors_origins == ("https://a.example", "https://b.example") and s.exclude_played is False
     empty = Settings.from_env({})
-    assert empty.mongo_db == "musicrec" and empty.lake_root is None
-
-
-def test_lake_root_only_local(tmp_path):
-    from musicrec.serve.deps import Services
-
-    assert Services(Settings(lake_root=tmp_path.as_uri())).lake_root.exists()
-    assert Services(Settings(lake_root=str(tmp_path))).lake_root is not None
-    assert Services(Settings(lake_root="s3://aws_default@datalake")).lake_root is None
-    assert Services(Settings()).lake_root is None
+    assert empty.mongo_db == "musicrec" and empty.exclude_played is True
 
 
 @pytest.mark.parametrize(("conn", "uri", "db"), [

@@ -15,6 +15,7 @@ CONFIDENCE = ("linear", "log")
 BACKENDS = ("auto", "implicit", "implicit-cpu", "implicit-gpu", "torch", "torch-cpu", "torch-cuda")
 ALIAS = "music_collection"
 USER_VECTORS = "latent_vectors"  # users.latent_vectors.<version>: the user's vector in each published model
+PLAYED = "played_tracks"  # users.played_tracks.<version>: what the user played in that model's window
 VERSION_HEX = 6  # hex digits of the identity digest in a version name (the documented format)
 
 
@@ -125,3 +126,9 @@ def user_vector_field(version: str) -> str:
     """The ``users`` field holding a user's vector of model ``version`` (one key per version, so a
     publish writes the new model's vectors beside the live ones and the alias swap flips both)."""
     return f"{USER_VECTORS}.{version}"
+
+
+def played_field(version: str) -> str:
+    """The ``users`` field holding the track ids a user played in model ``version``'s window (written
+    by the publish beside the user's vector, so serving excludes them without scanning the lake)."""
+    return f"{PLAYED}.{version}"

@@ -10,13 +10,15 @@ idempotent, so a kill anywhere leaves readers on the old model or the new one an
    swapped in at step 5: the alias target is never released or dropped while it is the target;
 3. ``mirror``: the same vectors → every mirror store's collection of the same name (the Qdrant mirror);
 4. ``users``: user factors → ``users.latent_vectors.<version>`` (one key per version, beside the live
-   one's; nobody reads it until the swap);
+   one's; nobody reads it until the swap), and what each of those users played in the model's window →
+   ``users.played_tracks.<version>`` (one lake scan per version, so serving excludes played tracks
+   with the same read that fetches the vector, never scanning the lake per request);
 5. ``swap``: the aliases (every store in order: Milvus, then Qdrant) move to the new collection — *the flip*: readers take
    the version from the alias target and read that version's user vector, so items and users switch
    together;
 6. ``activate``: the model document becomes ``active``, the previous active one ``retired``;
 7. ``cleanup``: collections older than the previous version are dropped, and their versions' user
-   vectors unset with them.
+   vectors and played tracks unset with them.
 
 The steps take the vector stores in order (``musicrec.vectors.VectorStore``, or raw clients, which are
 wrapped): the first serves (placement, index, recall check), the others mirror it.
@@ -27,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +38,15 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from musicrec.als.model import MODELS
-from musicrec.als.params import ALIAS, USER_VECTORS, collection_name, user_vector_field, version_of
+from musicrec.als.params import (
+    ALIAS,
+    PLAYED,
+    USER_VECTORS,
+    collection_name,
+    played_field,
+    user_vector_field,
+    version_of,
+)
 from musicrec.lake import reader
 from musicrec.lake.storage import LakePath
 from musicrec.vectors import Capability, as_store, as_stores, has
@@ -207,18 +217,85 @@ publish_qdrant = publish_mirror
 
 def publish_users(db: Database, root: LakePath, version: str, user_rel: str, *, batch_size: int = 500
                   ) -> dict[str, int]:
-    """Step ``users``: ``latent_vectors.<version>`` for the model's users (diff writes). Other versions'
-    keys are untouched (the live one keeps serving until the swap); users not in the model get no key."""
+    """Step ``users``: ``latent_vectors.<version>`` for the model's users (diff writes), then their
+    ``played_tracks.<version>`` (:func:`publish_played`). Other versions' keys are untouched (the live
+    one keeps serving until the swap); users not in the model get no key."""
     now = datetime.now(UTC)
     written = 0
-    total = 0
+    model_users: set[str] = set()
     for ids, vecs in read_vectors(reader.local_file(root, user_rel), "user_id", "vector", IN_CHUNK):
         if not np.isfinite(vecs).all():
             raise VectorStoreError(f"{user_rel} holds NaN/inf vectors")
         written += write_user_vectors(db, version, ids, vecs, batch_size=batch_size, now=now)
-        total += len(ids)
-    log.info("users: %d vectors of model %s (%d written)", total, version, written)
-    return {"users": total, "written": written}
+        model_users.update(ids)
+    played = publish_played(db, root, version, model_users, batch_size=batch_size, now=now)
+    log.info("users: %d vectors of model %s (%d written), played tracks of %d (%d written)", len(model_users),
+             version, written, played["users"], played["written"])
+    return {"users": len(model_users), "written": written, "played_written": played["written"]}
+
+
+def played_in_window(db: Database, root: LakePath, version: str) -> Iterator[tuple[str, list[str]]]:
+    """(user_id, sorted distinct track ids) of every user with any event in model ``version``'s window,
+    in user order — one DuckDB scan of the window, streamed in chunks."""
+    doc = db[MODELS].find_one({"_id": version}, {"window": 1})
+    if doc is None:
+        raise LookupError(f"no model document {version}")
+    con, _ = reader.open_span(root, db, reader.utc(doc["window"]["start"]), reader.utc(doc["window"]["end"]))
+    try:
+        cur = con.execute("SELECT user_id, list_sort(list(DISTINCT track_id)) FROM events "
+                          "WHERE user_id IS NOT NULL AND track_id IS NOT NULL GROUP BY user_id ORDER BY user_id")
+        while rows := cur.fetchmany(IN_CHUNK):
+            yield from ((uid, list(tracks)) for uid, tracks in rows)
+    finally:
+        con.close()
+
+
+def publish_played(db: Database, root: LakePath, version: str, users: set[str], *, batch_size: int = 500,
+                   now: datetime | None = None) -> dict[str, int]:
+    """``played_tracks.<version>`` of the model's ``users``: the tracks each played in the model's window
+    (``[]`` for a model user the window no longer shows). Diff writes; once the version has been
+    published (``active``/``retired``) its sets are only filled where missing, never changed — a
+    live model is not rewritten in place, even if the lake's window changed since."""
+    now = now or datetime.now(UTC)
+    status = (db[MODELS].find_one({"_id": version}, {"status": 1}) or {}).get("status")
+    fixed = status in ("active", "retired")
+    seen: set[str] = set()
+    written = 0
+    chunk: dict[str, list[str]] = {}
+    for uid, tracks in played_in_window(db, root, version):
+        if uid in users:
+            chunk[uid] = tracks
+            seen.add(uid)
+        if len(chunk) >= IN_CHUNK:
+            written += write_played(db, version, chunk, fixed=fixed, batch_size=batch_size, now=now)
+            chunk = {}
+    for uid in sorted(users - seen):
+        chunk[uid] = []
+        if len(chunk) >= IN_CHUNK:
+            written += write_played(db, version, chunk, fixed=fixed, batch_size=batch_size, now=now)
+            chunk = {}
+    if chunk:
+        written += write_played(db, version, chunk, fixed=fixed, batch_size=batch_size, now=now)
+    return {"users": len(users), "written": written}
+
+
+def write_played(db: Database, version: str, played: dict[str, list[str]], *, fixed: bool = False,
+                 batch_size: int = 500, now: datetime | None = None) -> int:
+    """``played_tracks.<version>`` of the users in ``played`` (<= 500: one ``$in``), written where they
+    differ (``fixed``: only where missing); returns how many documents were written."""
+    now = now or datetime.now(UTC)
+    field = played_field(version)
+    existing = {d["_id"]: (d.get(PLAYED) or {}).get(version)
+                for d in db["users"].find({"_id": {"$in": list(played)}}, {field: 1})}
+    ops = []
+    for uid, tracks in played.items():
+        have = existing.get(uid)
+        if have == tracks or (fixed and have is not None):
+            continue
+        ops.append(UpdateOne({"_id": uid}, {"$set": {field: tracks, "updated_at": now}}, upsert=True))
+    for start in range(0, len(ops), batch_size):
+        db["users"].bulk_write(ops[start:start + batch_size], ordered=False)
+    return len(ops)
 
 
 def write_user_vectors(db: Database, version: str, ids: list[str], vecs: np.ndarray, *, batch_size: int = 500,
@@ -239,11 +316,13 @@ def write_user_vectors(db: Database, version: str, ids: list[str], vecs: np.ndar
 
 
 def prune_user_vectors(db: Database, versions: list[str]) -> int:
-    """Unset ``latent_vectors.<v>`` of ``versions`` everywhere (their collections are gone)."""
+    """Unset ``latent_vectors.<v>`` and ``played_tracks.<v>`` of ``versions`` everywhere (their
+    collections are gone); returns how many user documents changed."""
     pruned = 0
     for v in versions:
-        field = user_vector_field(v)
-        pruned += db["users"].update_many({field: {"$exists": True}}, {"$unset": {field: ""}}).modified_count
+        fields = (user_vector_field(v), played_field(v))
+        pruned += db["users"].update_many({"$or": [{f: {"$exists": True}} for f in fields]},
+                                          {"$unset": dict.fromkeys(fields, "")}).modified_count
     return pruned
 
 

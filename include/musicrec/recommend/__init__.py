@@ -1,15 +1,16 @@
 """Recommendations from the ALS vectors (issue 3): ``home`` and ``next_song``. No Airflow imports.
 
 * ``home(user_id, k)``: the user's vector of the serving version → top-k tracks by inner product in
-  ``music_collection``, excluding tracks the user played in the model's window.
+  ``music_collection``, excluding tracks the user played in the model's window (computed once per
+  version by the publish: ``users.played_tracks.<version>``, read with the vector, no lake scan).
 * ``next_song(user_id, current_track_id, k)``: the same search with the session vector
   0.7·user + 0.3·(the current track's vector), also excluding the current track; with lyrics
   embeddings (issue 5) blended with lyrics similarity: 0.6·minmax(ALS) + 0.4·minmax(lyrics).
 * ``hybrid.search(text, k)``: dense + sparse + BM25 lyrics search fused by reciprocal rank.
 
 The serving model is the one the ``music_collection`` alias points at, read once per request: its
-version comes from the target's name, the user's vector from ``users.latent_vectors.<that version>``,
-and the search runs on that physical collection (not the alias, which may be swapped meanwhile). So a
+version comes from the target's name, the user's vector and played tracks from
+``users.latent_vectors.<that version>`` / ``users.played_tracks.<that version>``, and the search runs on that physical collection (not the alias, which may be swapped meanwhile). So a
 request sees the old model or the new one, never a mix, at every moment of a publish.
 """
 
@@ -22,9 +23,7 @@ from typing import Any
 import numpy as np
 from pymongo.database import Database
 
-from musicrec.als.params import ALIAS, USER_VECTORS, user_vector_field, version_of
-from musicrec.lake import reader
-from musicrec.lake.storage import LakePath
+from musicrec.als.params import ALIAS, PLAYED, USER_VECTORS, played_field, user_vector_field, version_of
 from musicrec.recommend import hybrid
 from musicrec.vectors import Capability, VectorStore, as_stores, has
 
@@ -65,26 +64,30 @@ def serving_model(stores: Any, alias: str = ALIAS) -> tuple[str, str]:
 
 def user_vector(db: Database, user_id: str, version: str) -> np.ndarray:
     """The user's vector in model ``version`` (``users.latent_vectors.<version>``)."""
-    doc = db["users"].find_one({"_id": user_id}, {user_vector_field(version): 1})
+    return user_state(db, user_id, version)[0]
+
+
+def user_state(db: Database, user_id: str, version: str) -> tuple[np.ndarray, frozenset[str] | None]:
+    """The user's vector in model ``version`` and the tracks they played in its window, in one read
+    (``latent_vectors.<version>``, ``played_tracks.<version>``: both written by the publish). The
+    played set is None for a version published before played tracks were stored (nothing excluded
+    until the ``users`` publish step is re-run for it)."""
+    doc = db["users"].find_one({"_id": user_id}, {user_vector_field(version): 1, played_field(version): 1})
     if doc is None:
         raise NoRecommendations(f"unknown user {user_id!r}")
     vec = (doc.get(USER_VECTORS) or {}).get(version)
     if not vec:
         raise NoRecommendations(f"user {user_id!r} has no vector in the served model {version}")
-    return np.asarray(vec, dtype=np.float32)
+    played = (doc.get(PLAYED) or {}).get(version)
+    return np.asarray(vec, dtype=np.float32), (frozenset(played) if played is not None else None)
 
 
-def played_tracks(root: LakePath, db: Database, user_id: str, version: str) -> set[str]:
-    """Tracks ``user_id`` has any event for in the window of model ``version``."""
-    doc = db["models"].find_one({"_id": version}, {"window": 1})
-    if doc is None:
-        return set()
-    con, _ = reader.open_span(root, db, reader.utc(doc["window"]["start"]), reader.utc(doc["window"]["end"]))
-    try:
-        return {r[0] for r in con.execute("SELECT DISTINCT track_id FROM events WHERE user_id = ?",
-                                          [user_id]).fetchall()}
-    finally:
-        con.close()
+def played_tracks(db: Database, user_id: str, version: str) -> frozenset[str] | None:
+    """Tracks ``user_id`` played in model ``version``'s window, as the publish stored them (None: not
+    stored for that user and version)."""
+    doc = db["users"].find_one({"_id": user_id}, {played_field(version): 1})
+    played = ((doc or {}).get(PLAYED) or {}).get(version)
+    return frozenset(played) if played is not None else None
 
 
 def _search(store: VectorStore, collection: str, vector: np.ndarray, k: int, exclude: set[str]
@@ -112,14 +115,14 @@ def _with_titles(db: Database, hits: list[tuple[str, float]]) -> list[Recommenda
 
 
 def home(user_id: str, k: int = 10, *, db: Database, milvus: Any = None, stores: Any = None,
-         root: LakePath | None = None, exclude: Iterable[str] | None = None) -> list[Recommendation]:
+         exclude: Iterable[str] | None = None) -> list[Recommendation]:
     """Top-k tracks for the user's home screen, from the serving store (the first of ``stores``;
-    ``milvus`` is its name of the two-store era). ``exclude`` overrides reading the played tracks from
-    the lake (pass ``root`` to read them)."""
+    ``milvus`` is its name of the two-store era), without the tracks the user played in the model's
+    window (stored by the publish). ``exclude`` replaces that set (``[]``: exclude nothing)."""
     store = serving_store(stores if stores is not None else milvus)
     version, collection = serving_model(store)
-    vector = user_vector(db, user_id, version)
-    skip = set(exclude) if exclude is not None else (played_tracks(root, db, user_id, version) if root else set())
+    vector, played = user_state(db, user_id, version)
+    skip = set(exclude if exclude is not None else played or ())
     return _with_titles(db, _search(store, collection, vector, k, skip))
 
 
@@ -128,21 +131,21 @@ def _vectors(store: VectorStore, collection: str, ids: list[str]) -> dict[str, n
 
 
 def next_song(user_id: str, current_track_id: str, k: int = 10, *, db: Database, milvus: Any = None,
-              stores: Any = None, root: LakePath | None = None, exclude: Iterable[str] | None = None,
+              stores: Any = None, exclude: Iterable[str] | None = None,
               content: bool = True, candidates: int | None = None) -> list[Recommendation]:
     """Next songs after ``current_track_id``: ALS with the session vector, plus (``content``, when the
     serving store has the lyrics collection (BM25 capability) and it holds the current track) the
     lyrics-similarity term — score = 0.6·minmax(ALS) + 0.4·minmax(lyrics similarity) over the union of
     both candidate sets (``candidates`` each, default max(50, 5k)); a candidate missing from one side gets
-    that side's minimum."""
+    that side's minimum. Played tracks (and the current one) are excluded as in :func:`home`."""
     store = serving_store(stores if stores is not None else milvus)
     version, collection = serving_model(store)
-    vector = user_vector(db, user_id, version)
+    vector, played = user_state(db, user_id, version)
     track = _vectors(store, collection, [current_track_id]).get(current_track_id)
     if track is None:
         raise NoRecommendations(f"track {current_track_id!r} is not in model {version}")
     session = USER_WEIGHT * vector + TRACK_WEIGHT * track
-    skip = set(exclude) if exclude is not None else (played_tracks(root, db, user_id, version) if root else set())
+    skip = set(exclude if exclude is not None else played or ())
     skip.add(current_track_id)
     # the lyrics term needs the hybrid collection: a store with BM25 (Milvus) holds it
     lyrics_client = store.client if content and has(store, Capability.BM25) else None

@@ -8,6 +8,7 @@ docs/operations.md ("Serving API").
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import logging
 import threading
@@ -18,11 +19,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -168,7 +170,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         yield
         services.close()
 
-    app = FastAPI(lifespan=lifespan, title="musicrec serving API", version="1",
+    # docs_url/redoc_url off: FastAPI's pages load Swagger UI / ReDoc from a CDN; /docs is our own
+    # self-contained page (api_docs), which fetches nothing
+    app = FastAPI(lifespan=lifespan, title="musicrec serving API", version="1", docs_url=None, redoc_url=None,
                   description="Recommendations, lyrics search and listen events (design §8). Every /v1 route "
                               "needs `Authorization: Bearer <key>`.",
                   responses={401: {"model": ErrorAnswer}, 403: {"model": ErrorAnswer}, 422: {"model": ErrorAnswer}})
@@ -212,10 +216,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # ---------------------------------------------------------------- auth
 
     def require(scope: str):
-        def check(creds: Creds) -> dict[str, Any]:
+        # async: a remembered key is checked on the event loop (no thread hop); only a lookup goes to
+        # the thread pool
+        async def check(creds: Creds) -> dict[str, Any]:
             if creds is None or not creds.credentials:
                 raise ApiError(401, "unauthorized", "missing `Authorization: Bearer <key>`")
-            doc = key_cache.get(services.db, creds.credentials)
+            hit, doc = key_cache.cached(creds.credentials)
+            if not hit:
+                doc = await run_in_threadpool(key_cache.get, services.db, creds.credentials)
             if doc is None:
                 raise ApiError(401, "unauthorized", "unknown or revoked key")
             if scope not in doc.get("scopes", ()):
@@ -286,8 +294,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             else:
                 docs.append(checked.doc)
         if docs:
-            from starlette.concurrency import run_in_threadpool
-
             await run_in_threadpool(_store_events, services, docs)
         return {"accepted": len(docs), "rejected": rejected}
 
@@ -326,6 +332,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     # ---------------------------------------------------------------- the web page
 
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(api_docs(app.openapi()))
+
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), media_type="text/html")
@@ -340,6 +350,66 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def api_docs(spec: dict[str, Any]) -> str:
+    """The OpenAPI page: every route with its parameters and answers, rendered from the spec into one
+    self-contained HTML page (no script, no stylesheet from anywhere; the full spec is /openapi.json)."""
+    esc = html.escape
+    schemas = spec.get("components", {}).get("schemas", {})
+
+    def schema_name(s: dict[str, Any]) -> str:
+        if "$ref" in s:
+            return s["$ref"].rsplit("/", 1)[-1]
+        if s.get("type") == "array":
+            return f"array of {schema_name(s.get('items', {}))}"
+        if "anyOf" in s or "oneOf" in s:
+            return " | ".join(schema_name(x) for x in s.get("anyOf") or s.get("oneOf"))
+        return s.get("type", "object")
+
+    out = [f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(spec['info']['title'])}"
+           "</title><style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:0 auto;padding:0 1rem;"
+           "color:#222}code{background:#f4f4f4;padding:0 .2rem}table{border-collapse:collapse;margin:.3rem 0 1rem}"
+           "td,th{text-align:left;padding:.15rem .5rem;border-bottom:1px solid #eee;vertical-align:top}"
+           ".m{font-weight:bold;color:#0a5}.muted{color:#777}</style></head><body>",
+           f"<h1>{esc(spec['info']['title'])} <span class=\"muted\">v{esc(str(spec['info'].get('version', '')))}"
+           "</span></h1>", f"<p>{esc(spec['info'].get('description', ''))}</p>",
+           "<p>Machine-readable: <a href=\"/openapi.json\">/openapi.json</a> (OpenAPI "
+           f"{esc(spec.get('openapi', ''))}). Web page: <a href=\"/\">/</a>.</p>"]
+    for path, methods in spec.get("paths", {}).items():
+        for method, op in methods.items():
+            anchor = esc(f"{method}-{path}", quote=True)
+            out.append(f"<h2 id=\"{anchor}\"><span class=\"m\">{esc(method.upper())}</span> <code>{esc(path)}</code>"
+                       f"</h2><p>{esc(op.get('summary', ''))}</p>")
+            if op.get("description"):
+                out.append(f"<p class=\"muted\">{esc(op['description'])}</p>")
+            params = op.get("parameters", [])
+            if params:
+                out.append("<table><tr><th>parameter</th><th>in</th><th>type</th><th>required</th>"
+                           "<th>description</th></tr>")
+                for prm in params:
+                    sch = prm.get("schema", {})
+                    bounds = ", ".join(f"{k} {sch[k]}" for k in ("minimum", "maximum", "default", "enum")
+                                       if k in sch)
+                    out.append(f"<tr><td><code>{esc(prm['name'])}</code></td><td>{esc(prm['in'])}</td>"
+                               f"<td>{esc(schema_name(sch))}{esc(' (' + bounds + ')') if bounds else ''}</td>"
+                               f"<td>{'yes' if prm.get('required') else 'no'}</td>"
+                               f"<td>{esc(prm.get('description', sch.get('description', '')))}</td></tr>")
+                out.append("</table>")
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body:
+                out.append(f"<p>Body: <code>{esc(json.dumps(body, separators=(',', ':')))}</code></p>")
+            out.append("<table><tr><th>status</th><th>answer</th></tr>")
+            for status, resp in op.get("responses", {}).items():
+                sch = resp.get("content", {}).get("application/json", {}).get("schema", {})
+                name = schema_name(sch) if sch else ""
+                fields = ", ".join(schemas.get(name, {}).get("properties", {}))
+                out.append(f"<tr><td>{esc(status)}</td><td>{esc(resp.get('description', ''))}"
+                           f"{' — <code>' + esc(name) + '</code>' if name else ''}"
+                           f"{' <span class=muted>{' + esc(fields) + '}</span>' if fields else ''}</td></tr>")
+            out.append("</table>")
+    out.append("</body></html>")
+    return "".join(out)
 
 
 _indexed: set[int] = set()

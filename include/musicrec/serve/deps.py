@@ -2,13 +2,13 @@
 
 The API reads the same connection settings as the Airflow workers, without importing Airflow: the
 ``AIRFLOW_CONN_MONGO_DEFAULT`` / ``AIRFLOW_CONN_MILVUS_DEFAULT`` environment variables (URI or JSON
-form) and ``AIRFLOW_VAR_MUSICREC_LAKE_ROOT``; ``MUSICREC_SERVE_*`` variables override each one. So
+form); ``MUSICREC_SERVE_*`` variables override each one. The API never reads the lake: played tracks
+come precomputed with the user's vector (``users.played_tracks.<version>``, written by the publish). So
 ``make serve`` (which sources ``data/musicrec.env``) and a production replica (which gets the
 workers' environment) need no extra configuration.
 
 Clients are made lazily (the first request that needs one), so ``/healthz`` answers while a store is
-down and ``/readyz`` can say which one is. Clients, connection values and the lake root
-come from the store factory (``musicrec.stores``), as for the Airflow hooks.
+down and ``/readyz`` can say which one is. Clients and connection values come from the store factory (``musicrec.stores``), as for the Airflow hooks.
 """
 
 from __future__ import annotations
@@ -36,11 +36,9 @@ class Settings:
     mongo_db: str = DEFAULT_DB
     milvus_uri: str = "http://127.0.0.1:19530"
     milvus_token: str = ""
-    lake_root: str | None = None  # file:// or a local path; None: played tracks are not excluded
     cors_origins: tuple[str, ...] = ()  # closed by default
     key_cache_s: float = 10.0  # how long a key lookup is trusted (a revoke takes effect within it)
     popularity_cache_s: float = 60.0
-    played_cache_users: int = 4096  # LRU of (model version, user) -> played tracks
     exclude_played: bool = True
     max_events: int = 1000  # per POST /v1/events
     store_timeout_s: float = 5.0
@@ -57,7 +55,6 @@ class Settings:
             mongo_db=env.get("MUSICREC_SERVE_MONGO_DB") or mongo_db or DEFAULT_DB,
             milvus_uri=env.get("MUSICREC_SERVE_MILVUS_URI") or milvus_uri or cls.milvus_uri,
             milvus_token=env.get("MUSICREC_SERVE_MILVUS_TOKEN") or milvus_token or "",
-            lake_root=env.get("MUSICREC_SERVE_LAKE_ROOT") or env.get("AIRFLOW_VAR_MUSICREC_LAKE_ROOT") or None,
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             key_cache_s=float(env.get("MUSICREC_SERVE_KEY_CACHE_S", cls.key_cache_s)),
             exclude_played=env.get("MUSICREC_SERVE_EXCLUDE_PLAYED", "1").lower() not in ("0", "false", "no"),
@@ -83,8 +80,6 @@ class Services:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _mongo: Any = None
     _milvus: Any = None
-    _root: Any = None
-    _warned_root: bool = False
     _encoders: dict[str, _Timed] = field(default_factory=dict, repr=False)
 
     @property
@@ -110,21 +105,6 @@ class Services:
                         "milvus", uri=self.settings.milvus_uri, token=self.settings.milvus_token or None,
                         options={"timeout": self.settings.store_timeout_s})).client
         return self._milvus
-
-    @property
-    def lake_root(self):
-        """The lake root as a path object; None when not configured or not local. An object-store
-        root (``s3://<conn_id>@bucket``) names an Airflow connection for its credentials, which a process
-        without Airflow cannot resolve: the API then does not exclude played tracks (logged once)."""
-        if self._root is None and self.settings.lake_root:
-            root = stores.lake_root(self.settings.lake_root)
-            if root.protocol not in ("", "file", "local"):
-                if not self._warned_root:
-                    log.warning("lake root %s is not local: played tracks are not excluded", root.protocol)
-                    self._warned_root = True
-                return None
-            self._root = root
-        return self._root
 
     def encoder(self, model_id: str | None):
         """The query encoder of the active lyrics model, or None (search is then BM25 only). A failed

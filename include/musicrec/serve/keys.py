@@ -103,6 +103,13 @@ class KeyCache:
         self._entries: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, key: str) -> tuple[bool, dict[str, Any] | None]:
+        """(True, doc) when the key's lookup is remembered and fresh (no I/O: the event loop may call it)."""
+        hit = self._entries.get(hash_key(key))
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return True, hit[1]
+        return False, None
+
     def get(self, db: Database, key: str) -> dict[str, Any] | None:
         digest = hash_key(key)
         now = time.monotonic()

@@ -5,17 +5,15 @@
   (at most 3 times), so ``model_version`` always names the model that produced the items.
 * Cold users (in ``users`` but without a vector in the served model) and tracks the served model
   does not hold get the popularity list (``plays_total``), marked ``"fallback": "popularity"``.
-* Played tracks are excluded through ``recommend.played_tracks`` (a DuckDB scan of the model's
-  window in the lake), remembered per (model version, user) in a bounded LRU, so a user pays the scan
-  once per model and process. Computing them once per model at publish time is left to a later slice.
+* Played tracks are excluded by the library with the sets the publish stored per version
+  (``users.played_tracks.<version>``, read together with the user's vector): the API never reads the
+  lake.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -62,8 +60,8 @@ def _hit_id(hit: dict[str, Any], id_field: str) -> str:
 class Recommender:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self._lock = threading.Lock()
-        self._played: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
+        # None: the library excludes the played tracks the publish stored; []: nothing excluded
+        self._exclude: list[str] | None = None if services.settings.exclude_played else []
         self._popular: tuple[float, list[dict[str, Any]]] | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -102,29 +100,6 @@ class Recommender:
             raise ApiError(404, "track_not_found", f"unknown track {track_id!r}")
         return doc
 
-    def played(self, user_id: str, version: str) -> frozenset[str]:
-        """Tracks the user played in the model's window (empty when the lake is not configured)."""
-        root = self.services.lake_root
-        if not self.services.settings.exclude_played or root is None:
-            return frozenset()
-        key = (version, user_id)
-        with self._lock:
-            hit = self._played.get(key)
-            if hit is not None:
-                self._played.move_to_end(key)
-                return hit
-        try:
-            value = frozenset(recommend.played_tracks(root, self.db, user_id, version))
-        except (OSError, ValueError, RuntimeError) as exc:  # a lake problem: answer, but say so in the log
-            log.warning("played tracks of %s in %s unavailable (%s: %s): not excluded", user_id, version,
-                        type(exc).__name__, exc)
-            return frozenset()
-        with self._lock:
-            self._played[key] = value
-            while len(self._played) > self.services.settings.played_cache_users:
-                self._played.popitem(last=False)
-        return value
-
     def popular(self, k: int, exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
         """The most played songs (``plays_total``), cached for ``popularity_cache_s``."""
         now = time.monotonic()
@@ -145,37 +120,37 @@ class Recommender:
     # ------------------------------------------------------------------ routes
 
     def home(self, user_id: str, k: int) -> Answer:
-        self.user_exists(user_id)
-
         def call(version: str | None, _collection: str | None) -> list[dict[str, Any]] | None:
             if version is None:
                 return None
             try:
                 return self._items(recommend.home(user_id, k, db=self.db, milvus=self.milvus,
-                                                  exclude=self.played(user_id, version)))
+                                                  exclude=self._exclude))
             except recommend.NoRecommendations:
                 return None
 
+        # the library's read of the user's vector answers for the user too: the 404 check costs a
+        # round trip only when there is no recommendation
         version, items = self._consistent(call)
         if items is None:
+            self.user_exists(user_id)
             return Answer(version, self.popular(k), "popularity")
         return Answer(version, items)
 
     def next(self, user_id: str, track_id: str, k: int) -> Answer:
-        self.user_exists(user_id)
-        self.song(track_id)
-
         def call(version: str | None, _collection: str | None) -> list[dict[str, Any]] | None:
             if version is None:
                 return None
             try:
                 return self._items(recommend.next_song(user_id, track_id, k, db=self.db, milvus=self.milvus,
-                                                       exclude=self.played(user_id, version)))
+                                                       exclude=self._exclude))
             except recommend.NoRecommendations:  # a cold user, or a track the model does not hold
                 return None
 
         version, items = self._consistent(call)
         if items is None:
+            self.user_exists(user_id)
+            self.song(track_id)
             return Answer(version, self.popular(k, exclude=[track_id]), "popularity")
         return Answer(version, items)
 
