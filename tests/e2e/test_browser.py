@@ -8,7 +8,6 @@ No browser is downloaded: without chromium and its driver the test skips with th
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -17,25 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.chromium import headless_chromium
 from tests.e2e.airflow_standalone import REPO, Standalone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-
-
-def _find_browser() -> tuple[str, str] | str:
-    """(browser, driver) paths, or the reason why there is none."""
-    browser = os.environ.get("MUSICREC_CHROMIUM") or next(filter(None, map(shutil.which, BROWSERS)), None)
-    driver = os.environ.get("MUSICREC_CHROMEDRIVER") or shutil.which("chromedriver")
-    if not browser or not driver:
-        return "no chromium/chromedriver found (apt-get install chromium chromium-driver; .ci/run does)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (requirements-local.txt)"
-    return browser, driver
-
 
 class Browser:
     def __init__(self, driver, shots: list[Path]) -> None:
@@ -84,19 +68,7 @@ class Browser:
 
 @pytest.fixture
 def browser(airflow_standalone: Standalone) -> Iterator[Browser]:
-    found = _find_browser()
-    if isinstance(found, str):
-        pytest.skip(found)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = found[0]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1000", "--no-proxy-server"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(found[1]), options=opts)
-    driver.set_page_load_timeout(120)
+    driver = headless_chromium("1400,1000")
     shots = [airflow_standalone.data / "screenshots", REPO / "data" / "screenshots"]
     for folder in shots:
         shutil.rmtree(folder, ignore_errors=True)

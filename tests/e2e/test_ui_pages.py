@@ -17,8 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.chromium import headless_chromium
 from tests.e2e.airflow_standalone import REPO, Standalone
-from tests.e2e.test_browser import Browser, _find_browser
+from tests.e2e.test_browser import Browser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -29,19 +30,7 @@ TRAIN = {"factors": 8, "window_days": 3650, "min_lift": 0, "tolerance": 1.0, "fo
 
 @pytest.fixture
 def ui_browser(airflow_standalone: Standalone) -> Iterator[Browser]:
-    found = _find_browser()
-    if isinstance(found, str):
-        pytest.skip(found)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = found[0]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1500,1100", "--no-proxy-server"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(found[1]), options=opts)
-    driver.set_page_load_timeout(120)
+    driver = headless_chromium("1500,1100")
     shutil.rmtree(SHOTS, ignore_errors=True)
     try:
         yield Browser(driver, [SHOTS])

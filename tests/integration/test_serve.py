@@ -32,6 +32,7 @@ from musicrec.serve import events, keys
 from musicrec.serve.app import create_app
 from musicrec.serve.deps import Services, Settings
 from musicrec.vectors import milvus as mv
+from tests.chromium import headless_chromium
 from tests.integration.test_als_publish import WEEK2, clean_milvus, no_lake_reads
 
 pytestmark = pytest.mark.integration
@@ -424,7 +425,6 @@ def test_keys_cli_create_list_revoke(mongo_db, mongo_uri, monkeypatch, capsys):
 
 def test_python_m_musicrec_serve_answers_over_http(world, mongo_uri, milvus_uri):
     """The real entry point: uvicorn with the app factory, settings from the workers' variables."""
-    import os
     import subprocess
     import sys
     import time
@@ -469,25 +469,6 @@ REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "data" / "screenshots"
 
 
-def _chromium():
-    """A headless Debian chromium driven by its chromedriver (as the entry points' browser test)."""
-    browser = os.environ.get("MUSICREC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = os.environ.get("MUSICREC_CHROMEDRIVER") or shutil.which("chromedriver")
-    if not browser or not driver:
-        pytest.skip("no chromium/chromedriver found (apt-get install chromium chromium-driver; .ci/run does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1000", "--no-proxy-server"):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(service=Service(driver), options=opts)
-    d.set_page_load_timeout(60)
-    return d
-
-
 def test_the_page_in_a_real_browser(world):
     """Headless Chromium on the page at ``/`` over a real uvicorn server: the key entered once (kept
     for the tab), a user's home feed, a lyrics search, a click on a song → the next songs with the
@@ -500,7 +481,7 @@ def test_the_page_in_a_real_browser(world):
     app = create_app(settings, Services(settings, encoder_factory=lambda _db: FakeEncoder()))
     key = world["read"]["Authorization"].split()[1]
     version, user = world["version"], world["warm"]
-    d = _chromium()
+    d = headless_chromium("1400,1000", page_load_timeout_s=60)
     try:
         with running_server(app) as base:
             def wait(cond, what):
