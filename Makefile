@@ -75,6 +75,8 @@ bench: install
 	$(BIN)/python bench/lyrics.py
 	$(BIN)/python bench/embeddings.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/serve.py
+	@echo "bench/freshness.py needs a running 'make airflow' (after 'make run'): $(BIN)/python bench/freshness.py"
 
 lint: install
 	$(BIN)/ruff check .
