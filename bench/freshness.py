@@ -15,7 +15,7 @@ change stream closed its batch (``stream_batches.created_at``: the stream's poll
 the run was queued and started (scheduling), and the run itself (task start + work), from the runs'
 ``queued_at``/``start_date``/``end_date``.
 
-    python bench/freshness.py                      # reads AIRFLOW_CONN_* from the environment / data/.env
+    python bench/freshness.py                      # AIRFLOW_CONN_* from the environment, else the embedded default's
     python bench/freshness.py --n 5 --timeout 180  # quick
 
 Edits are undone afterwards (original lyrics restored, the bench's events deleted; the restore itself
@@ -40,19 +40,16 @@ sys.path[:0] = [str(REPO / "include")]
 
 from musicrec import stores  # noqa: E402
 from musicrec.events import stream as cs  # noqa: E402
-from musicrec.local import keys  # noqa: E402
+from musicrec.local import envfile, keys  # noqa: E402
 from musicrec.recommend import home, hybrid  # noqa: E402
 from musicrec.serve import events  # noqa: E402
 
 
 def load_env() -> None:
-    """``data/.env`` of the embedded default (``make services`` writes it), without overriding the environment."""
-    path = REPO / "data" / ".env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                k, v = line.split("=", 1)
-                os.environ.setdefault(k.strip(), v.strip().strip("'\""))
+    """The embedded default's settings (what ``data/musicrec.env`` holds for ``make airflow``), without
+    overriding the environment: a production run exports its own ``AIRFLOW_CONN_*``."""
+    for key, value in envfile.embedded_env(REPO).items():
+        os.environ.setdefault(key, value)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -180,7 +177,8 @@ def main() -> None:
     mongo_uri, mongo_db = stores.mongo_from_conn(os.environ.get("AIRFLOW_CONN_MONGO_DEFAULT"))
     milvus_settings = stores.milvus_from_conn(os.environ.get("AIRFLOW_CONN_MILVUS_DEFAULT"))
     if not mongo_uri or not milvus_settings:
-        sys.exit("AIRFLOW_CONN_MONGO_DEFAULT and AIRFLOW_CONN_MILVUS_DEFAULT must be set (or data/.env present)")
+        sys.exit("AIRFLOW_CONN_MONGO_DEFAULT and AIRFLOW_CONN_MILVUS_DEFAULT must be set "
+                 "(the embedded default sets them: make run first)")
     db = stores.mongo_database(mongo_uri, mongo_db)
     from musicrec.vectors import milvus as mv
 
