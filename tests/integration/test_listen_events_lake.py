@@ -28,7 +28,7 @@ D = date(2009, 5, 5)
 
 @pytest.fixture
 def api(mongo_uri, mongo_db, tmp_path):
-    settings = Settings(mongo_uri=mongo_uri, mongo_db=mongo_db.name, lake_root=(tmp_path / "lake").as_uri())
+    settings = Settings(mongo_uri=mongo_uri, mongo_db=mongo_db.name)
     key, _ = keys.create(mongo_db, "ingest", "events")
     with TestClient(create_app(settings, Services(settings))) as http:
         yield lambda evs: http.post("/v1/events", json={"events": evs}, headers={"Authorization": f"Bearer {key}"})
