@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from upath import UPath
 
-from musicrec.als import foldin, model
+from musicrec import recommend
+from musicrec.als import foldin, model, publish
 from musicrec.als.params import AlsParams
 from musicrec.events import listens
 from musicrec.lake import reader
@@ -51,12 +52,18 @@ def test_fold_in_matches_the_retrain_and_never_mixes_versions(trained):
     picked = sorted(users)[:: max(1, len(users) // 12)][:12]
     db["users"].insert_one({"_id": picked[0], "latent_vectors": {"old_version": [1.0, 2.0]}})
 
+    # the publish's user vectors (as its users step writes them): a fold-in must leave them as they are
+    publish.write_user_vectors(db, version, picked, np.stack([users[u] for u in picked]).astype(np.float32))
+    published = {d["_id"]: d["latent_vectors"][version]
+                 for d in db["users"].find({"_id": {"$in": picked}}, {f"latent_vectors.{version}": 1})}
     out = foldin.fold_in(db, root, picked, now=WEEK2)  # the training window's data, nothing newer
     assert out["version"] == version and out["folded"] == len(picked) == out["written"]
     errors = []
     for uid in picked:
         doc = db["users"].find_one({"_id": uid})
-        folded = np.asarray(doc["latent_vectors"][version])
+        folded = np.asarray(doc["refreshed_vectors"][version])
+        assert doc["latent_vectors"][version] == published[uid]  # the published vector is never rewritten
+        assert np.array_equal(recommend.user_vector(db, uid, version), folded.astype(np.float32))  # served
         want, got = y @ users[uid], y @ folded
         errors.append(np.linalg.norm(got - want) / np.linalg.norm(want))
     assert max(errors) <= 0.05, errors
@@ -67,7 +74,7 @@ def test_fold_in_matches_the_retrain_and_never_mixes_versions(trained):
 
     # new listens in listen_events (after the window, not in the lake) move that user's scores up
     uid = picked[1]
-    before = np.asarray(db["users"].find_one({"_id": uid})["latent_vectors"][version])
+    before = np.asarray(db["users"].find_one({"_id": uid})["refreshed_vectors"][version])
     track_ids = list(items)
     unplayed = min(track_ids, key=lambda t: float(items[t] @ before))
     idx = track_ids.index(unplayed)
@@ -80,7 +87,7 @@ def test_fold_in_matches_the_retrain_and_never_mixes_versions(trained):
     db[listens.COLLECTION].insert_many(docs)
     again = foldin.fold_in(db, root, [uid], now=WEEK2 + timedelta(days=1))
     assert again["written"] == 1 and again["unknown_track_events"] == 1
-    after = np.asarray(db["users"].find_one({"_id": uid})["latent_vectors"][version])
+    after = np.asarray(db["users"].find_one({"_id": uid})["refreshed_vectors"][version])
     rank = lambda v: int((y @ v > y[idx] @ v).sum())  # noqa: E731
     assert rank(after) < rank(before)
 
@@ -97,4 +104,4 @@ def test_user_refresh_dag_folds_the_named_users(trained, airflow_db, mongo_uri):
            "AIRFLOW_CONN_MONGO_DEFAULT": mongo_uri.replace("mongodb://", "mongo://") + db.name}
     out = airflow_dags_test("user_refresh", {"user_ids": [uid]}, env)
     assert "'folded': 1" in out, out[-3000:]
-    assert summary["version"] in db["users"].find_one({"_id": uid})["latent_vectors"]
+    assert summary["version"] in db["users"].find_one({"_id": uid})["refreshed_vectors"]

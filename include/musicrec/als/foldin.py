@@ -11,9 +11,11 @@ event key (``user_id``, ``ts``, ``track_id``) — summed per track with the mode
 
 where Y are the model's item factors (its lake artifact) and λ its ``regularization``. Tracks the
 model does not know carry no factor and are left out (the next retrain learns them). The vector is
-written under ``users.latent_vectors.<that version>`` (:func:`musicrec.als.publish.write_user_vectors`,
-diff writes), so a user's vector always belongs to the model whose item vectors it is scored
-against; other versions' vectors are never touched.
+written under ``users.refreshed_vectors.<that version>`` (:func:`musicrec.als.publish.write_user_vectors`,
+diff writes), which serving prefers to the published ``latent_vectors.<that version>``: a user's vector
+always belongs to the model whose item vectors it is scored against, other versions are never
+touched, and the published vectors stay as the model's lake artifact has them (the store audit's
+truth, and what a roll-back serves again) — a live model is never rewritten in place.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import scipy.sparse as sp
 from pymongo.database import Database
 
 from musicrec.als import matrix
-from musicrec.als.params import AlsParams
+from musicrec.als.params import REFRESHED, AlsParams
 from musicrec.als.publish import active_model, write_user_vectors
 from musicrec.events import listens
 from musicrec.lake import reader
@@ -143,7 +145,7 @@ def fold_in(db: Database, root: LakePath, user_ids: Sequence[str], *, version: s
     written = 0
     for i in range(0, len(ids), IN_BATCH):
         rows = np.flatnonzero(has)[i:i + IN_BATCH]
-        written += write_user_vectors(db, version, ids[i:i + IN_BATCH], vecs[rows])
+        written += write_user_vectors(db, version, ids[i:i + IN_BATCH], vecs[rows], kind=REFRESHED)
     out = {"version": version, "users": len(users), "folded": len(ids), "written": written,
            "no_known_tracks": int((~has).sum()), "events": len(events), "unknown_track_events": unknown_tracks,
            "seconds": round(time.monotonic() - started, 3)}

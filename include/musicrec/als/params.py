@@ -16,6 +16,10 @@ BACKENDS = ("auto", "implicit", "implicit-cpu", "implicit-gpu", "torch", "torch-
 ALIAS = "music_collection"
 USER_VECTORS = "latent_vectors"  # users.latent_vectors.<version>: the user's vector in each published model
 PLAYED = "played_tracks"  # users.played_tracks.<version>: what the user played in that model's window
+# users.refreshed_vectors.<version>: a fold-in's newer vector of the user against that model's items (issue 18).
+# Serving prefers it; latent_vectors.<version> stays exactly as published (the audit's truth is the
+# model's lake artifact, and a live model is never rewritten in place).
+REFRESHED = "refreshed_vectors"
 VERSION_HEX = 6  # hex digits of the identity digest in a version name (the documented format)
 
 
@@ -126,6 +130,11 @@ def user_vector_field(version: str) -> str:
     """The ``users`` field holding a user's vector of model ``version`` (one key per version, so a
     publish writes the new model's vectors beside the live ones and the alias swap flips both)."""
     return f"{USER_VECTORS}.{version}"
+
+
+def refreshed_field(version: str) -> str:
+    """The ``users`` field holding a user's fold-in vector in model ``version`` (see ``REFRESHED``)."""
+    return f"{REFRESHED}.{version}"
 
 
 def played_field(version: str) -> str:

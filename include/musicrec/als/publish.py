@@ -44,6 +44,7 @@ from musicrec.als.params import (
     USER_VECTORS,
     collection_name,
     played_field,
+    refreshed_field,
     user_vector_field,
     version_of,
 )
@@ -299,12 +300,13 @@ def write_played(db: Database, version: str, played: dict[str, list[str]], *, fi
 
 
 def write_user_vectors(db: Database, version: str, ids: list[str], vecs: np.ndarray, *, batch_size: int = 500,
-                       now: datetime | None = None) -> int:
-    """``latent_vectors.<version>`` of ``ids`` (<= 500: one ``$in``), written only where they differ;
-    returns how many documents were written (publish, and the audit's repair)."""
+                       now: datetime | None = None, kind: str = USER_VECTORS) -> int:
+    """``<kind>.<version>`` of ``ids`` (<= 500: one ``$in``), written only where they differ; returns
+    how many documents were written. ``kind``: ``latent_vectors`` (the publish, the audit's repair) or
+    ``refreshed_vectors`` (a fold-in, :mod:`musicrec.als.foldin`)."""
     now = now or datetime.now(UTC)
-    field = user_vector_field(version)
-    existing = {d["_id"]: (d.get(USER_VECTORS) or {}).get(version)
+    field = f"{kind}.{version}"
+    existing = {d["_id"]: (d.get(kind) or {}).get(version)
                 for d in db["users"].find({"_id": {"$in": ids}}, {field: 1})}
     ops = []
     for uid, vec in zip(ids, vecs.tolist(), strict=True):
@@ -316,11 +318,11 @@ def write_user_vectors(db: Database, version: str, ids: list[str], vecs: np.ndar
 
 
 def prune_user_vectors(db: Database, versions: list[str]) -> int:
-    """Unset ``latent_vectors.<v>`` and ``played_tracks.<v>`` of ``versions`` everywhere (their
-    collections are gone); returns how many user documents changed."""
+    """Unset ``latent_vectors.<v>``, ``refreshed_vectors.<v>`` and ``played_tracks.<v>`` of ``versions``
+    everywhere (their collections are gone); returns how many user documents changed."""
     pruned = 0
     for v in versions:
-        fields = (user_vector_field(v), played_field(v))
+        fields = (user_vector_field(v), refreshed_field(v), played_field(v))
         pruned += db["users"].update_many({"$or": [{f: {"$exists": True}} for f in fields]},
                                           {"$unset": dict.fromkeys(fields, "")}).modified_count
     return pruned

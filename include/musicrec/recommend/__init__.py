@@ -23,7 +23,16 @@ from typing import Any
 import numpy as np
 from pymongo.database import Database
 
-from musicrec.als.params import ALIAS, PLAYED, USER_VECTORS, played_field, user_vector_field, version_of
+from musicrec.als.params import (
+    ALIAS,
+    PLAYED,
+    REFRESHED,
+    USER_VECTORS,
+    played_field,
+    refreshed_field,
+    user_vector_field,
+    version_of,
+)
 from musicrec.recommend import hybrid
 from musicrec.vectors import Capability, VectorStore, as_stores, has
 
@@ -63,19 +72,22 @@ def serving_model(stores: Any, alias: str = ALIAS) -> tuple[str, str]:
 
 
 def user_vector(db: Database, user_id: str, version: str) -> np.ndarray:
-    """The user's vector in model ``version`` (``users.latent_vectors.<version>``)."""
+    """The user's vector in model ``version``: its fold-in (``users.refreshed_vectors.<version>``) when
+    there is one, else the published ``users.latent_vectors.<version>``."""
     return user_state(db, user_id, version)[0]
 
 
 def user_state(db: Database, user_id: str, version: str) -> tuple[np.ndarray, frozenset[str] | None]:
     """The user's vector in model ``version`` and the tracks they played in its window, in one read
-    (``latent_vectors.<version>``, ``played_tracks.<version>``: both written by the publish). The
+    (``refreshed_vectors.<version>`` from a fold-in, else ``latent_vectors.<version>``;
+    ``played_tracks.<version>``: written by the publish). The
     played set is None for a version published before played tracks were stored (nothing excluded
     until the ``users`` publish step is re-run for it)."""
-    doc = db["users"].find_one({"_id": user_id}, {user_vector_field(version): 1, played_field(version): 1})
+    doc = db["users"].find_one({"_id": user_id}, {user_vector_field(version): 1, refreshed_field(version): 1,
+                                                  played_field(version): 1})
     if doc is None:
         raise NoRecommendations(f"unknown user {user_id!r}")
-    vec = (doc.get(USER_VECTORS) or {}).get(version)
+    vec = (doc.get(REFRESHED) or {}).get(version) or (doc.get(USER_VECTORS) or {}).get(version)
     if not vec:
         raise NoRecommendations(f"user {user_id!r} has no vector in the served model {version}")
     played = (doc.get(PLAYED) or {}).get(version)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from musicrec import recommend
-from musicrec.als.params import ALIAS, USER_VECTORS, version_of
+from musicrec.als.params import ALIAS, REFRESHED, USER_VECTORS, version_of
 from musicrec.embeddings import store
 from musicrec.recommend import hybrid
 from musicrec.serve.deps import Services
@@ -192,11 +192,11 @@ class Recommender:
     def users(self, limit: int) -> dict[str, Any]:
         """Some user ids for the page's picker, with whether the served model knows them."""
         served = self.served()
-        field = f"{USER_VECTORS}.{served[0]}" if served else None
-        proj = {"_id": 1, **({field: 1} if field else {})}
+        fields = [f"{kind}.{served[0]}" for kind in (USER_VECTORS, REFRESHED)] if served else []
+        proj = {"_id": 1, **dict.fromkeys(fields, 1)}
         items = []
         for d in self.db["users"].find({}, proj).sort("_id", 1).limit(limit):
-            vec = (d.get(USER_VECTORS) or {}).get(served[0]) if served else None
+            vec = served and any((d.get(kind) or {}).get(served[0]) for kind in (USER_VECTORS, REFRESHED))
             items.append({"user_id": d["_id"], "in_model": bool(vec)})
         return {"model_version": served[0] if served else None, "items": items}
 
