@@ -604,3 +604,20 @@ def test_bench_serve_runs_quick(world, mongo_uri, milvus_uri, tmp_path):
     assert "targets: home p99" in proc.stdout and "soak 2 s at c=4" in proc.stdout
     # its key is gone afterwards
     assert world["db"][keys.COLLECTION].count_documents({"name": {"$regex": "^bench-serve-"}}) == 0
+
+
+def test_the_make_run_summary_reads_the_served_model(world, mongo_uri, milvus_uri, monkeypatch):
+    """`make run` ends with this summary (musicrec.local.summary): the active model, a user's home feed
+    from it (played tracks excluded as the publish stored them), and a lyrics search."""
+    from musicrec import stores
+    from musicrec.local import summary
+
+    w = world
+    monkeypatch.setattr(stores, "DEFAULT_DB", w["db"].name)  # the summary reads the project's database
+    models = summary.collect_models(mongo_uri, milvus_uri, k=5)
+    assert models["model"]["_id"] == w["version"]
+    assert models["user_id"] and len(models["recommendations"]) == 5
+    played = w["db"]["users"].find_one({"_id": models["user_id"]})["played_tracks"][w["version"]]
+    assert not {r.track_id for r in models["recommendations"]} & set(played)
+    lyrics = summary.collect_lyrics_search(mongo_uri, milvus_uri, models["user_id"])
+    assert lyrics["model"] is not None and lyrics["rows"] > 0, lyrics

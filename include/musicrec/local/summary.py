@@ -62,12 +62,9 @@ def collect_models(mongo_uri: str, milvus_uri: str, k: int = 10) -> dict[str, An
         user = db["users"].find_one({f"latent_vectors.{out['model']['_id']}": {"$exists": True}}, {"_id": 1},
                                     sort=[("_id", 1)])
         if user is not None:
-            from upath import UPath
-
             out["user_id"] = user["_id"]
-            out["recommendations"] = recommend.home(user["_id"], k, db=db, stores=_milvus(milvus_uri),
-                                                    root=stores.lake_root(os.fspath(services.data_dir() / "lake"),
-                                                                          UPath))
+            # the tracks the user played in the model's window are excluded as the publish stored them
+            out["recommendations"] = recommend.home(user["_id"], k, db=db, stores=_milvus(milvus_uri))
     return out
 
 
