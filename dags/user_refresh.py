@@ -5,8 +5,9 @@ AssetWatcher in the triggerer): each debounced batch of inserted events names th
 listened; the run refreshes exactly those users (events arriving during a run are served by the
 next one). The fold-in is one exact ALS user step against the active model's item factors with the
 model's own weights, alpha and regularization, over the user's listens since the model window's
-start (the lake plus events not loaded yet), written to ``users.latent_vectors.<active version>`` —
-so ``home()`` reflects a listen without a retrain, and the weekly ``als_training`` recomputes
+start (the lake plus events not loaded yet), written to ``users.refreshed_vectors.<active version>``
+(serving prefers it; the published ``latent_vectors`` stay as the model's artifact has them) — so
+``home()`` reflects a listen without a retrain, and the weekly ``als_training`` recomputes
 everyone. A manual run takes ``user_ids``, else every user with events received in the last
 ``since_hours``.
 """
