@@ -241,6 +241,19 @@ class Standalone:
         for dag_id in dag_ids:
             self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
 
+    def pause(self, *dag_ids: str) -> None:
+        for dag_id in dag_ids:
+            self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": True})
+
+    def settle(self, *dag_ids: str, timeout_s: float = 300) -> None:
+        """Wait until none of the DAGs has a queued or running run (a test leaves the scheduler idle
+        for the next one: on SQLite, a busy scheduler makes another writer's transaction fail)."""
+        deadline = time.monotonic() + timeout_s
+        while any(r["state"] in ("queued", "running") for d in dag_ids for r in self.runs(d)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"runs of {dag_ids} still active after {timeout_s:.0f} s")
+            time.sleep(2)
+
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, logical_date: str | None = None) -> str:
         run = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
                            json={"logical_date": logical_date, "conf": dict(conf or {})})

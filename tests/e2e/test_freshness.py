@@ -52,6 +52,11 @@ def watching(airflow_standalone, mongo_uri):
         wait_for(f"the triggerer to open the {stream} stream",
                  lambda s=stream: db[cs.STATE].find_one({"_id": s, "token": {"$ne": None}}))
     yield af, db
+    # leave the standalone as found: idle and paused again (the fixture paused every DAG at creation),
+    # so the next file's runs and CLI calls (a backfill writes the SQLite database) do not compete
+    # with the change streams' runs
+    af.settle("lyrics_embeddings", "user_refresh")
+    af.pause("lyrics_embeddings", "user_refresh")
     db.client.close()
 
 
